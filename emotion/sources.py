@@ -1,0 +1,109 @@
+"""Frame sources: still images and video files, opened with clear errors instead of OpenCV's silent failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".pbm"})
+
+
+class EmotionError(Exception):
+    """A problem with the user's input or settings, reported as one line without a traceback."""
+
+
+def check_file(path: str | Path, what: str) -> Path:
+    """Return `path` if it is an existing regular file, else raise EmotionError naming the problem and the fix."""
+    p = Path(path)
+    if not p.exists():
+        raise EmotionError(f"{what} not found: {p} (check the path)")
+    if p.is_dir():
+        raise EmotionError(f"{what} is a directory, not a file: {p} (give a file inside it)")
+    return p
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Convert a grayscale, BGRA or 16-bit image to 8-bit BGR; BGR uint8 passes through unchanged."""
+    if image.dtype != np.uint8:
+        scale = 255.0 / max(float(image.max()), 1.0) if image.dtype.kind == "f" else 255.0 / np.iinfo(image.dtype).max
+        image = np.clip(image.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as BGR uint8 (grayscale, alpha and 16-bit files are converted)."""
+    p = check_file(path, "image")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise EmotionError(
+            f"cannot decode image {p}: not an image or an unsupported format (use JPEG, PNG, BMP, WebP or TIFF)"
+        )
+    return to_bgr(image)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file declares about itself."""
+
+    path: Path
+    fps: float  # frames per second (25 when the file does not say)
+    width: int  # px
+    height: int  # px
+    frame_count: int  # as declared by the container; 0 when unknown
+
+
+class VideoSource:
+    """Iterates over the frames of a video file as (index, time in seconds, BGR frame)."""
+
+    def __init__(self, path: str | Path):
+        p = check_file(path, "video")
+        if p.stat().st_size == 0:
+            raise EmotionError(f"video file is empty: {p} (re-export or re-download it)")
+        self._cap = cv2.VideoCapture(str(p))
+        if not self._cap.isOpened():
+            raise EmotionError(f"cannot open {p} as a video: not a video or an unsupported codec (convert it to MP4/H.264)")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        fps = fps if 0.5 < fps < 1000 else 25.0
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self._cap.release()
+            raise EmotionError(f"video has no readable frames: {p} (the file is empty, truncated or not a video)")
+        self._first: np.ndarray | None = first
+        self.info = VideoInfo(
+            path=p,
+            fps=float(fps),
+            width=first.shape[1],
+            height=first.shape[0],
+            frame_count=max(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
+        )
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        index = 0
+        frame = self._first
+        self._first = None
+        while frame is not None:
+            yield index, index / self.info.fps, to_bgr(frame)
+            index += 1
+            ok, frame = self._cap.read()
+            if not ok:
+                frame = None
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
