@@ -1,0 +1,152 @@
+"""Saving and loading STNet checkpoints: one torch file with the config, labels and weights, loadable weights-only."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emotion.labels import LABELS
+from emotion.model.registry import create_model
+from emotion.model.stnet import ModelConfig, STNet
+from emotion.model.xception import DEFAULT_WEIGHTS
+
+FORMAT: str = "emotion-checkpoint"
+"""Value of the checkpoint's `format` key, telling our files from other torch files."""
+
+VERSION: int = 1
+"""Layout version of the checkpoint dict; bumped when the layout changes incompatibly."""
+
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be used; the message is one line naming the file and what to do."""
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    """The config as plain types (tuples become lists) so torch.load(weights_only=True) can read it back."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Inverse of config_to_dict; missing fields take their defaults, unknown fields raise ValueError."""
+    known = {f.name: f for f in fields(ModelConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config fields {unknown}")
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise TypeError unless `value` is nested dict/list/tuple of str/int/float/bool/None/Tensor.
+
+    Exact types: a numpy float is a float subclass that torch.load(weights_only=True) would refuse.
+    """
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if type(k) not in (str, int):
+                raise TypeError(f"{where}: key {k!r} is not a str or int")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif type(value) not in _PLAIN_TYPES and not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold only plain values and tensors")
+
+
+def save_checkpoint(
+    path: str | Path, model: STNet, config: ModelConfig, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the checkpoint atomically (temporary file in the same folder, then os.replace); returns the path.
+
+    `extra` (e.g. epoch, metrics) must be plain values and tensors so the file stays loadable weights-only.
+    """
+    path = Path(path)
+    extra = {} if extra is None else dict(extra)
+    _check_plain(extra, "extra")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config_to_dict(config),
+        "labels": list(LABELS),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[STNet, ModelConfig, dict[str, Any]]:
+    """Load a checkpoint written by save_checkpoint -> (model in eval mode on `device`, config, extra).
+
+    Raises CheckpointError with a one-line message for a missing file, a file that is not a torch file, a torch
+    file that is not an emotion checkpoint, or a config / state dict that does not fit this version of the model.
+    """
+    path = Path(path)
+    hint = "pass --weights with a checkpoint written by emotion's training, or omit --weights for the pretrained model"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; {hint}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        if zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path}: not an emotion checkpoint (a zip/torch file holding Python objects, e.g. a YOLO model or "
+                f"a pickled whole model); {hint}"
+            ) from exc
+        raise CheckpointError(f"{path}: not a torch file ({type(exc).__name__}); {hint}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a torch file but not an emotion checkpoint (e.g. a bare state dict); {hint}")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload.get('version')!r}, this program reads version {VERSION}; "
+            "use the emotion release that wrote it or retrain"
+        )
+    if tuple(payload.get("labels", ())) != LABELS:
+        raise CheckpointError(
+            f"{path}: trained for labels {payload.get('labels')!r}, this program uses {list(LABELS)}; retrain"
+        )
+    try:
+        config = config_from_dict(payload["config"])
+        model = create_model(config)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        raise CheckpointError(
+            f"{path}: config or weights do not fit this model ({detail}); retrain or use the emotion release that "
+            "wrote it"
+        ) from exc
+    return model.to(device).eval(), config, payload.get("extra", {})
+
+
+def default_model(device: str | torch.device = "cpu") -> STNet:
+    """ModelConfig() with the pretrained FER2013 backbone and untrained temporal residuals, in eval mode.
+
+    Its outputs are the FER2013 model's per-frame outputs and their circumplex valence/arousal (see stnet).
+    """
+    if not DEFAULT_WEIGHTS.is_file():
+        raise CheckpointError(
+            f"{DEFAULT_WEIGHTS}: pretrained FER2013 weights missing; restore the file from the repository or "
+            "regenerate it with tools/convert_fer_weights.py"
+        )
+    return create_model(ModelConfig(), pretrained=True).to(device).eval()
