@@ -60,7 +60,7 @@ class Face:
 
     track_id: int  # stable across frames in video mode; in image mode 0.. from left to right
     box: tuple[int, int, int, int]  # x, y, w, h in px: bounds of the landmarks, clipped to the image
-    score: float  # [0, 1], latest detector score of this face
+    score: float  # [0, 1], latest detector score of this face (min_detection_confidence before any detector saw it)
     landmarks: np.ndarray  # (L, 3) float32: x, y in px, z in px scale (MediaPipe z * width)
     landmarks_norm: np.ndarray  # (L, 3) float32, see normalize_landmarks
     crop: np.ndarray  # (S, S) uint8 grayscale, eyes level, brows to chin (see align_crop)
@@ -72,9 +72,8 @@ class _Track:
 
     track_id: int
     box: tuple[float, float, float, float]  # x, y, w, h in working-image px, unclipped
-    score: float
-    mesh_tracked: bool  # found by the full-frame FaceMesh last time (else followed by crop)
-    missed: int = 0
+    score: float  # [0, 1], latest detector score
+    missed: int = 0  # consecutive frames without a matching face
 
 
 @dataclass
@@ -254,6 +253,7 @@ class FaceAnalyzer:
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._frame_index = 0
+        self._closed = False
 
     def __enter__(self) -> FaceAnalyzer:
         return self
@@ -263,8 +263,11 @@ class FaceAnalyzer:
 
     def close(self) -> None:
         """Release the MediaPipe graphs; the analyzer cannot be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
         for graph in (self._full_range, self._short_range, self._crop_mesh, self._mesh):
-            if graph is not None and graph._graph is not None:
+            if graph is not None:
                 graph.close()
 
     def reset(self) -> None:
@@ -278,10 +281,11 @@ class FaceAnalyzer:
     def __call__(self, frame: np.ndarray) -> list[Face]:
         rgb = _to_rgb(frame)
         h, w = rgb.shape[:2]
-        factor = 1.0
+        factor = np.ones(3, np.float32)
         if max(h, w) > self.config.max_side:
-            factor = max(h, w) / self.config.max_side
-            rgb = cv2.resize(rgb, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA)
+            shrink = self.config.max_side / max(h, w)
+            rgb = cv2.resize(rgb, (round(w * shrink), round(h * shrink)), interpolation=cv2.INTER_AREA)
+            factor[:] = w / rgb.shape[1], h / rgb.shape[0], w / rgb.shape[1]
         if self.static:
             candidates = self._detect_new(rgb, [])
             candidates = self._keep_largest(self._suppress(candidates))
@@ -292,8 +296,8 @@ class FaceAnalyzer:
         self._frame_index += 1
         return [self._face(frame, track_id, c, score, factor) for track_id, c, score in tracked]
 
-    def _face(self, frame: np.ndarray, track_id: int, candidate: _Candidate, score: float, factor: float) -> Face:
-        landmarks = candidate.landmarks * np.float32(factor)
+    def _face(self, frame: np.ndarray, track_id: int, candidate: _Candidate, score: float, factor: np.ndarray) -> Face:
+        landmarks = candidate.landmarks * factor
         h, w = frame.shape[:2]
         x0, y0 = np.floor(landmarks[:, :2].min(axis=0)).astype(int)
         x1, y1 = np.ceil(landmarks[:, :2].max(axis=0)).astype(int)
@@ -353,9 +357,9 @@ class FaceAnalyzer:
             track = track_of.get(ci)
             if track is None:
                 score = c.score if c.score is not None else self.config.min_detection_confidence
-                track = _Track(self._next_id, c.box, score, c.from_mesh)
+                track = _Track(self._next_id, c.box, score)
                 self._next_id += 1
-            track.box, track.mesh_tracked, track.missed = c.box, c.from_mesh, 0
+            track.box, track.missed = c.box, 0
             if c.score is not None:
                 track.score = c.score
             survivors.append(track)
