@@ -1,0 +1,205 @@
+"""The public Python API: `EmotionRecognizer` turns images, videos and live frames into per-face results.
+
+It runs the pipeline source -> face stage -> per-track ring buffer -> model -> smoothing, timing every stage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from emotion.face import Face, FaceAnalyzer, FaceConfig
+from emotion.model import CheckpointError, StreamState, default_model, load_checkpoint
+from emotion.model.xception import normalize_gray
+from emotion.results import FaceResult, FrameResult
+from emotion.smoothing import Smoother, SmoothingConfig
+from emotion.sources import EmotionError, VideoSource, to_bgr
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available, else the CPU; asking for CUDA without it is an error."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise EmotionError(f"unknown device '{device}' (use auto, cpu or cuda)")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EmotionError("--device cuda was asked for but PyTorch sees no CUDA GPU (use --device cpu or auto)")
+    return torch.device(device)
+
+
+class StageTimer:
+    """Running mean of the wall time of each pipeline stage, in milliseconds per frame."""
+
+    def __init__(self):
+        self.total: dict[str, float] = defaultdict(float)
+        self.count: dict[str, int] = defaultdict(int)
+        self.last: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            ms = (time.perf_counter() - t0) * 1000.0
+            self.total[stage] += ms
+            self.count[stage] += 1
+            self.last[stage] = ms
+
+    def mean(self) -> dict[str, float]:
+        return {k: self.total[k] / self.count[k] for k in self.total}
+
+    def reset(self) -> None:
+        self.total.clear()
+        self.count.clear()
+        self.last.clear()
+
+
+class EmotionRecognizer:
+    """Facial emotion recognition for still images, video files and live streams.
+
+    >>> rec = EmotionRecognizer()
+    >>> result = rec.predict_image(cv2.imread("face.jpg"))
+    >>> result.faces[0].emotion, result.faces[0].valence
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        face_config: FaceConfig = FaceConfig(),
+        smoothing: SmoothingConfig = SmoothingConfig(),
+    ):
+        self.device = resolve_device(device)
+        if weights is None:
+            self.model, self.model_config = default_model(self.device), None
+        else:
+            try:
+                self.model, self.model_config, _ = load_checkpoint(weights, self.device)
+            except CheckpointError as exc:
+                raise EmotionError(str(exc)) from None
+        self.model.eval()
+        self.face_config = face_config
+        self.smoothing = smoothing
+        self.timer = StageTimer()
+        self._state = self.model.init_state()
+        self._last_seen: dict[int, int] = {}
+        self._frame_count = 0
+        self._smoother = Smoother(smoothing)
+        self._tracker: FaceAnalyzer | None = None
+        self._detector: FaceAnalyzer | None = None
+
+    def _faces(self, frame: np.ndarray, static: bool) -> list[Face]:
+        if static:
+            if self._detector is None:
+                self._detector = FaceAnalyzer(self.face_config, static=True)
+            return self._detector(frame)
+        if self._tracker is None:
+            self._tracker = FaceAnalyzer(self.face_config, static=False)
+        return self._tracker(frame)
+
+    def _infer(self, faces: list[Face], state: StreamState) -> dict[str, np.ndarray]:
+        """One batched model step for all faces of a frame: probabilities (N, 7), valence (N,), arousal (N,)."""
+        if not faces:
+            return {"probabilities": np.zeros((0, 7)), "valence": np.zeros(0), "arousal": np.zeros(0)}
+        crops = normalize_gray(torch.from_numpy(np.stack([f.crop for f in faces]))[:, None]).to(self.device)
+        landmarks = torch.from_numpy(np.stack([f.landmarks_norm for f in faces])).to(self.device)
+        out = self.model.step(state, crops, landmarks, [f.track_id for f in faces])
+        return {
+            "probabilities": torch.softmax(out["logits"].float(), dim=-1).cpu().numpy(),
+            "valence": out["valence"].float().cpu().numpy(),
+            "arousal": out["arousal"].float().cpu().numpy(),
+        }
+
+    def _forget_lost_tracks(self, faces: list[Face]) -> None:
+        """Drop the ring buffer and smoothing of tracks unseen for longer than the face stage keeps them."""
+        self._frame_count += 1
+        for f in faces:
+            self._last_seen[f.track_id] = self._frame_count
+        live = [t for t, seen in self._last_seen.items() if self._frame_count - seen <= self.face_config.max_missed]
+        self._last_seen = {t: self._last_seen[t] for t in live}
+        self._state.retain(live)
+        self._smoother.retain(live)
+
+    def _results(self, faces: list[Face], outputs: dict[str, np.ndarray], smooth: bool) -> list[FaceResult]:
+        results = []
+        for i, face in enumerate(faces):
+            probs = outputs["probabilities"][i]
+            va = np.array([outputs["valence"][i], outputs["arousal"][i]])
+            shown = self._smoother(face.track_id, np.concatenate([probs, va])) if smooth else np.concatenate([probs, va])
+            results.append(
+                FaceResult(
+                    track_id=face.track_id,
+                    box=face.box,
+                    probabilities=shown[:7],
+                    valence=float(shown[7]),
+                    arousal=float(shown[8]),
+                    raw_probabilities=probs,
+                    raw_valence=float(va[0]),
+                    raw_arousal=float(va[1]),
+                    landmarks=face.landmarks,
+                )
+            )
+        return results
+
+    def step(self, frame: np.ndarray, index: int = 0, timestamp: float = 0.0) -> FrameResult:
+        """Process the next frame of a stream: faces are tracked and each track's ring buffer grows by one frame."""
+        frame = to_bgr(frame)
+        with self.timer("face"):
+            faces = self._faces(frame, static=False)
+        with self.timer("model"):
+            outputs = self._infer(faces, self._state)
+        with self.timer("smoothing"):
+            self._forget_lost_tracks(faces)
+            result = FrameResult(index, timestamp, self._results(faces, outputs, smooth=True))
+        return result
+
+    def predict_image(self, image: np.ndarray) -> FrameResult:
+        """Detect every face in a still image from scratch and classify it from this single frame."""
+        image = to_bgr(image)
+        with self.timer("face"):
+            faces = self._faces(image, static=True)
+        with self.timer("model"):
+            outputs = self._infer(faces, self.model.init_state())
+        return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False))
+
+    def reset(self) -> None:
+        """Forget all tracks, ring buffers and smoothing state (call between unrelated videos)."""
+        if self._tracker is not None:
+            self._tracker.reset()
+        self._state.clear()
+        self._last_seen.clear()
+        self._frame_count = 0
+        self._smoother.reset()
+        self.timer.reset()
+
+    def process_video(self, source: str | Path | VideoSource) -> Iterator[tuple[FrameResult, np.ndarray]]:
+        """Yield (result, frame) for every frame of a video file, in order."""
+        video = source if isinstance(source, VideoSource) else VideoSource(source)
+        self.reset()
+        try:
+            for index, t, frame in video:
+                yield self.step(frame, index, t), frame
+        finally:
+            if video is not source:
+                video.close()
+
+    def close(self) -> None:
+        for analyzer in (self._tracker, self._detector):
+            if analyzer is not None:
+                analyzer.close()
+        self._tracker = self._detector = None
+
+    def __enter__(self) -> "EmotionRecognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

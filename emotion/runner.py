@@ -1,0 +1,145 @@
+"""Batch jobs over the public API: annotate images, annotate a video with JSON/CSV export, and the built-in demo."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from emotion.overlay import OverlayConfig, draw_frame
+from emotion.recognizer import EmotionRecognizer
+from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
+from emotion.sources import EmotionError, VideoSource, read_image
+
+
+@dataclass
+class VideoSummary:
+    """What one video run produced, printed at the end and returned to API callers."""
+
+    source: Path
+    frames: int = 0
+    frames_with_faces: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    emotions: Counter = field(default_factory=Counter)  # main-face emotion -> frame count
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        top = ", ".join(f"{name} {n / max(self.frames_with_faces, 1):.0%}" for name, n in self.emotions.most_common())
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stages_ms.items())
+        return [
+            f"{self.source.name}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
+            f"faces in {self.frames_with_faces} frames ({self.faces} face detections)",
+            f"  main face: {top or 'no face found'}",
+            f"  ms per frame: {stages}",
+            *[f"  wrote {p}" for p in self.outputs],
+        ]
+
+
+def default_json_path(output: Path | None, source: Path) -> Path:
+    """`<output name>_results.json` beside the output video, or `<source name>_results.json` in the working folder."""
+    return output.with_name(output.stem + "_results.json") if output else Path(source.stem + "_results.json")
+
+
+def run_video(
+    recognizer: EmotionRecognizer,
+    source: str | Path,
+    output: str | Path | None = None,
+    json_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    overwrite: bool = True,
+    progress: bool = True,
+    overlay: OverlayConfig = OverlayConfig(),
+) -> VideoSummary:
+    """Process a whole video: annotated video (if `output`), per-frame JSON (always), CSV (if `csv_path`)."""
+    video = VideoSource(source)
+    out = prepare_output(output, overwrite) if output else None
+    jpath = prepare_output(json_path or default_json_path(out, video.info.path), overwrite)
+    cpath = prepare_output(csv_path, overwrite) if csv_path else None
+    summary = VideoSummary(video.info.path, outputs=[p for p in (out, jpath, cpath) if p])
+    writer, sinks = None, []
+    try:
+        writer = VideoWriter(out, video.info.fps, (video.info.width, video.info.height)) if out else None
+        sinks = [JsonWriter(jpath)] + ([CsvWriter(cpath)] if cpath else [])
+        bar = tqdm(total=video.info.frame_count or None, unit="frame", desc=video.info.path.name, disable=not progress)
+        t0 = time.perf_counter()
+        for result, frame in recognizer.process_video(video):
+            for sink in sinks:
+                sink.write(result)
+            if writer:
+                with recognizer.timer("draw"):
+                    draw_frame(frame, result, overlay)
+                with recognizer.timer("encode"):
+                    writer.write(frame)
+            summary.frames += 1
+            summary.faces += len(result.faces)
+            if result.faces:
+                summary.frames_with_faces += 1
+                summary.emotions[result.main_face.emotion] += 1
+            bar.update(1)
+        summary.seconds = time.perf_counter() - t0
+        bar.close()
+    finally:
+        for sink in [*sinks, writer] if writer else sinks:
+            sink.close()
+        video.close()
+    summary.stages_ms = recognizer.timer.mean()
+    return summary
+
+
+def run_images(
+    recognizer: EmotionRecognizer,
+    paths: list[str | Path],
+    output: str | Path | None = None,
+    json_path: str | Path | None = None,
+    overwrite: bool = True,
+    overlay: OverlayConfig = OverlayConfig(),
+) -> list[dict]:
+    """Classify every face of each image; write annotated copies (a file for one image, a folder for several)."""
+    images = [(Path(p), read_image(p)) for p in paths]
+    records = []
+    out_dir = Path(output) if output and (len(images) > 1 or Path(output).suffix == "") else None
+    for path, image in images:
+        result = recognizer.predict_image(image)
+        record = {"image": str(path), **result.to_dict()}
+        del record["frame"], record["time"]
+        records.append(record)
+        if output:
+            target = prepare_output(out_dir / f"{path.stem}_annotated.png" if out_dir else output, overwrite)
+            if not cv2.imwrite(str(target), draw_frame(image.copy(), result, overlay)):
+                raise EmotionError(f"cannot write image {target} (use a .png or .jpg file name)")
+    if json_path:
+        target = prepare_output(json_path, overwrite)
+        target.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    return records
+
+
+def make_demo_clip(path: Path, frames: int = 72, fps: float = 24.0) -> Path:
+    """Write a short clip that slowly zooms into ultralytics' bundled `zidane.jpg` (two real faces)."""
+    import ultralytics
+
+    still = read_image(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg")
+    h, w = still.shape[:2]
+    size = (960, 540)
+    writer = VideoWriter(path, fps, size)
+    try:
+        for i in range(frames):
+            zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
+            cw, ch = w / zoom, h / zoom
+            x0, y0 = (w - cw) * 0.55, (h - ch) * 0.3
+            m = np.float32([[size[0] / cw, 0, -x0 * size[0] / cw], [0, size[1] / ch, -y0 * size[1] / ch]])
+            writer.write(cv2.warpAffine(still, m, size, flags=cv2.INTER_LINEAR))
+    finally:
+        writer.close()
+    return path

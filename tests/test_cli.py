@@ -1,0 +1,169 @@
+"""End-to-end tests through the real command line (`python main.py ...`) on real photos and videos."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit code 2, exactly one line on stderr starting with 'error:', no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def wolfgang(tmp_path_factory):
+    """Run --video on WolfgangLanger_Pexels.mp4 once, writing video, JSON and CSV."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED}")
+    out = tmp_path_factory.mktemp("wolfgang")
+    proc = cli("--video", SHARED / "videos" / "WolfgangLanger_Pexels.mp4", "--output", out / "annotated.mp4",
+               "--csv", out / "rows.csv", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@needs_shared
+def test_images_give_their_ground_truth_emotion(tmp_path):
+    truth = {"happy-baby.jpeg": "happy", "sad-baby.jpeg": "sad", "surprised.jpeg": "surprise", "neutral.jpeg": "neutral"}
+    proc = cli("--image", *[SHARED / "images" / name for name in truth], "--json", tmp_path / "faces.json",
+               "--output", tmp_path / "annotated")
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads((tmp_path / "faces.json").read_text())
+    assert [Path(r["image"]).name for r in records] == list(truth)
+    for record, expected in zip(records, truth.values()):
+        assert len(record["faces"]) == 1, record["image"]
+        assert record["emotion"] == expected, (record["image"], record["faces"][0]["probabilities"])
+        assert -1 <= record["valence"] <= 1 and -1 <= record["arousal"] <= 1
+    for name in truth:
+        annotated = cv2.imread(str(tmp_path / "annotated" / f"{Path(name).stem}_annotated.png"))
+        assert annotated is not None and annotated.shape == cv2.imread(str(SHARED / "images" / name)).shape
+
+
+@needs_shared
+def test_all_five_faces_found_in_group_photo(tmp_path):
+    proc = cli("--image", SHARED / "images" / "multi_face.jpg", "--json", tmp_path / "f.json")
+    assert proc.returncode == 0, proc.stderr
+    faces = json.loads((tmp_path / "f.json").read_text())[0]["faces"]
+    assert len(faces) == 5
+    assert len({f["id"] for f in faces}) == 5
+    assert sum(f["emotion"] == "happy" for f in faces) >= 3, [f["emotion"] for f in faces]
+
+
+@needs_shared
+def test_video_valence_follows_sad_then_happy(wolfgang):
+    out, _ = wolfgang
+    frames = json.loads((out / "annotated_results.json").read_text())
+    assert [f["frame"] for f in frames] == list(range(472))
+    sad = [f["valence"] for f in frames[0:191] if f["valence"] is not None]
+    happy = [f["valence"] for f in frames[265:472] if f["valence"] is not None]
+    assert len(sad) > 100 and len(happy) > 190
+    assert np.mean(sad) < 0, np.mean(sad)
+    assert np.mean(happy) > 0.3, np.mean(happy)
+
+
+@needs_shared
+def test_video_happy_holds_in_the_laughing_part(wolfgang):
+    out, _ = wolfgang
+    frames = json.loads((out / "annotated_results.json").read_text())
+    emotions = [f["emotion"] for f in frames[300:472]]
+    assert emotions.count("happy") / len(emotions) >= 0.9, emotions
+
+
+@needs_shared
+def test_video_output_matches_input_and_csv_rows(wolfgang):
+    out, proc = wolfgang
+    src = cv2.VideoCapture(str(SHARED / "videos" / "WolfgangLanger_Pexels.mp4"))
+    dst = cv2.VideoCapture(str(out / "annotated.mp4"))
+    for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_COUNT):
+        assert dst.get(prop) == src.get(prop)
+    assert dst.get(cv2.CAP_PROP_FPS) == pytest.approx(src.get(cv2.CAP_PROP_FPS), rel=1e-3)
+    rows = (out / "rows.csv").read_text().splitlines()
+    assert rows[0].startswith("frame,time,face_id") and len(rows) >= 473
+    assert "472 frames" in proc.stdout
+
+
+@needs_shared
+def test_face_then_no_face_every_frame_present(tmp_path):
+    proc = cli("--video", SHARED / "videos" / "face_noface.mov", "--json", tmp_path / "r.json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    frames = json.loads((tmp_path / "r.json").read_text())
+    assert [f["frame"] for f in frames] == list(range(169))
+    with_face = sum(bool(f["faces"]) for f in frames[:72])
+    assert with_face >= 70, with_face
+    assert all(f["emotion"] is None and f["faces"] == [] for f in frames[72:])
+
+
+def test_demo_runs_without_user_files(tmp_path):
+    proc = cli("--demo", "--output", tmp_path / "demo", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    frames = json.loads((tmp_path / "demo" / "demo_annotated_results.json").read_text())
+    assert len(frames) == 72
+    assert sum(len(f["faces"]) >= 1 for f in frames) >= 60
+    cap = cv2.VideoCapture(str(tmp_path / "demo" / "demo_annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
+    assert "demo_annotated.mp4" in proc.stdout
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    assert_clean_error(cli("--video", tmp_path / "nope.mp4"), "not found", "nope.mp4")
+    assert_clean_error(cli("--image", tmp_path / "nope.jpg"), "not found")
+
+
+def test_file_that_is_not_a_video_or_image(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n" * 50)
+    assert_clean_error(cli("--video", fake), "notes.mp4")
+    fake_image = tmp_path / "notes.png"
+    fake_image.write_text("not an image")
+    assert_clean_error(cli("--image", fake_image), "cannot decode image")
+
+
+def test_zero_frame_video(tmp_path):
+    empty = tmp_path / "empty.avi"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    writer.release()
+    assert empty.exists()
+    assert_clean_error(cli("--video", empty, "--json", tmp_path / "x.json"), "empty.avi")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path):
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for _ in range(3):
+        writer.write(np.zeros((64, 64, 3), np.uint8))
+    writer.release()
+    target = tmp_path / "r.json"
+    target.write_text("keep me")
+    assert_clean_error(cli("--video", clip, "--json", target), "--overwrite")
+    assert target.read_text() == "keep me"
+    proc = cli("--video", clip, "--json", target, "--overwrite", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert [f["emotion"] for f in json.loads(target.read_text())] == [None, None, None]
+
+
+def test_help_explains_modes():
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for option in ("--image", "--video", "--demo", "--output", "--json", "--csv", "--weights", "--device", "--smoothing"):
+        assert option in proc.stdout
