@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "The JSON keeps the raw model output under 'raw' as well",
     )
     model.add_argument("--smoothing-mode", choices=("ema", "mean"), default="ema", help="exponential or moving average")
+    model.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="PyTorch CPU threads for the model (default: 1, fastest here)"
+    )
     model.add_argument("--max-faces", type=int, default=10, metavar="N", help="most faces per frame, largest first (default: 10)")
     return p
 
@@ -68,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.smoothing < 1:
         p.error("--smoothing must be 1 or more")
+    if args.threads < 1:
+        p.error("--threads must be 1 or more")
     if args.max_faces < 1:
         p.error("--max-faces must be 1 or more")
     if args.csv and not args.video:
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         face_config=FaceConfig(max_faces=args.max_faces),
         smoothing=SmoothingConfig(args.smoothing, args.smoothing_mode),
+        threads=args.threads,
     )
     with recognizer:
         if args.image:

@@ -10,6 +10,9 @@ to pick up new faces, and both detectors when a new face appears, to score it.
 from __future__ import annotations
 
 import math
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -35,6 +38,25 @@ without cutting the brows (on our labelled photos and clips the mini-Xception sc
 
 _MESH_INPUT = 256  # px, side of the square crop handed to the face mesh around one face
 _NMS_IOU = 0.3  # boxes overlapping more than this are the same face
+
+
+@contextmanager
+def _quiet_native_stderr():
+    """Silence MediaPipe's native start-up log lines (absl/TFLite write them straight to file descriptor 2)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -232,6 +254,16 @@ class FaceAnalyzer:
     def __init__(self, config: FaceConfig = FaceConfig(), static: bool = False):
         self.config = config
         self.static = static
+        with _quiet_native_stderr():
+            self._build_graphs()
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._frame_index = 0
+        self._closed = False
+        self._warm = False
+
+    def _build_graphs(self) -> None:
+        config = self.config
         solutions = mp.solutions
         self._full_range = solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=config.min_detection_confidence
@@ -243,17 +275,13 @@ class FaceAnalyzer:
             static_image_mode=True, max_num_faces=2, min_detection_confidence=config.min_detection_confidence
         )
         self._mesh = None
-        if not static:
+        if not self.static:
             self._mesh = solutions.face_mesh.FaceMesh(
                 static_image_mode=False,
                 max_num_faces=max(1, min(config.mesh_max_faces, config.max_faces)),
                 min_detection_confidence=config.min_detection_confidence,
                 min_tracking_confidence=config.min_tracking_confidence,
             )
-        self._tracks: list[_Track] = []
-        self._next_id = 0
-        self._frame_index = 0
-        self._closed = False
 
     def __enter__(self) -> FaceAnalyzer:
         return self
@@ -279,6 +307,13 @@ class FaceAnalyzer:
             self._mesh.reset()
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
+        if not self._warm:
+            self._warm = True
+            with _quiet_native_stderr():
+                return self._analyze(frame)
+        return self._analyze(frame)
+
+    def _analyze(self, frame: np.ndarray) -> list[Face]:
         rgb = _to_rgb(frame)
         h, w = rgb.shape[:2]
         factor = np.ones(3, np.float32)

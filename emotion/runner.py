@@ -132,7 +132,7 @@ def make_demo_clip(path: Path, frames: int = 72, fps: float = 24.0) -> Path:
     still = read_image(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg")
     h, w = still.shape[:2]
     size = (960, 540)
-    writer = VideoWriter(path, fps, size)
+    writer = VideoWriter(prepare_output(path), fps, size)
     try:
         for i in range(frames):
             zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
