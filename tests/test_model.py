@@ -29,7 +29,9 @@ CONFIGS = {
 RESIDUAL_HEADS = ("logit_residual", "affect_residual")
 """The zero-initialised last layers of the temporal branch."""
 
-needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason=f"pretrained weights missing: {DEFAULT_WEIGHTS}")
+needs_weights = pytest.mark.skipif(
+    not DEFAULT_WEIGHTS.is_file(), reason=f"pretrained weights missing: {DEFAULT_WEIGHTS}"
+)
 
 
 def clip(config: ModelConfig, b: int, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,6 +172,17 @@ def test_outputs_never_depend_on_future_frames(name):
         assert (out[key][:, t] - past_changed[key][:, t]).abs().max() > 1e-4, "step t should see frame t-2"
 
 
+@pytest.mark.parametrize("t,last", [(1, 1), (3, 2), (16, 1), (16, 7)])
+def test_forward_temporal_last_steps_equal_the_full_output(t, last):
+    model = model_for("mini_xception")
+    x, lm = clip(model.config, 2, t)
+    with torch.inference_mode():
+        cache = model.forward_features(x, lm)
+        full, tail = model.forward_temporal(cache), model.forward_temporal(cache, last=last)
+    assert tail["logits"].shape == (2, last, len(LABELS))
+    assert max_diff({k: v[:, -last:] for k, v in full.items()}, tail) < 1e-6
+
+
 def test_streaming_equals_whole_clip_and_batches_tracks_of_different_lengths():
     model = model_for("mini_xception")
     x, lm = clip(model.config, 3, 16)
@@ -187,8 +200,8 @@ def test_streaming_equals_whole_clip_and_batches_tracks_of_different_lengths():
             assert state.history(f"face{i}") == t + 1
     single = model.init_state()
     one = model.step(single, x[0, 0], lm[0, 0])
-    assert one["logits"].shape == (1, len(LABELS)) and max_diff({k: v[0] for k, v in one.items()},
-                                                               {k: v[0, 0] for k, v in whole[0].items()}) < 1e-5
+    assert one["logits"].shape == (1, len(LABELS))
+    assert max_diff({k: v[0] for k, v in one.items()}, {k: v[0, 0] for k, v in whole[0].items()}) < 1e-5
 
 
 def test_streaming_a_long_sequence_uses_the_last_window():
@@ -200,10 +213,12 @@ def test_streaming_a_long_sequence_uses_the_last_window():
     assert state.history("a") == window
     starts = range(40 - window + 1)
     with torch.inference_mode():
-        windows = model(torch.stack([x[0, s : s + window] for s in starts]), torch.stack([lm[0, s : s + window] for s in starts]))
+        windows = model(
+            torch.stack([x[0, s : s + window] for s in starts]), torch.stack([lm[0, s : s + window] for s in starts])
+        )
     for t in range(40):
-        expected = {k: v[0, t] for k, v in windows.items()} if t < window else {
-            k: v[t - window + 1, -1] for k, v in windows.items()}
+        first = max(0, t - window + 1)
+        expected = {k: v[first, t - first] for k, v in windows.items()}
         assert max_diff({k: v[0] for k, v in streamed[t].items()}, expected) < 1e-5, t
 
 
@@ -235,7 +250,7 @@ def test_step_speed_and_batch_independence():
     for n in (1, 4, 16):
         state = model.init_state()
         for _ in range(model.config.window):
-            out = model.step(state, crops[:n], marks[:n])
+            model.step(state, crops[:n], marks[:n])
         repeats = 20
         start = time.perf_counter()
         for _ in range(repeats):

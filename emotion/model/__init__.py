@@ -2,7 +2,7 @@
 
 from emotion.model.checkpoint import CheckpointError, default_model, load_checkpoint, save_checkpoint
 from emotion.model.registry import create_model, list_models, register_model
-from emotion.model.stnet import CACHE_KEYS, FrameCache, ModelConfig, StreamState, STNet
+from emotion.model.stnet import CACHE_KEYS, FrameCache, ModelConfig, STNet, StreamState
 
 __all__ = [
     "CACHE_KEYS",

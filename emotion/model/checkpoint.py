@@ -60,9 +60,7 @@ def _check_plain(value: Any, where: str) -> None:
         raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold only plain values and tensors")
 
 
-def save_checkpoint(
-    path: str | Path, model: STNet, config: ModelConfig, extra: dict[str, Any] | None = None
-) -> Path:
+def save_checkpoint(path: str | Path, model: STNet, config: ModelConfig, extra: dict[str, Any] | None = None) -> Path:
     """Write the checkpoint atomically (temporary file in the same folder, then os.replace); returns the path.
 
     `extra` (e.g. epoch, metrics) must be plain values and tensors so the file stays loadable weights-only.
@@ -92,9 +90,7 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[STNet, ModelConfig, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[STNet, ModelConfig, dict[str, Any]]:
     """Load a checkpoint written by save_checkpoint -> (model in eval mode on `device`, config, extra).
 
     Raises CheckpointError with a one-line message for a missing file, a file that is not a torch file, a torch

@@ -32,8 +32,9 @@ def list_models() -> list[str]:
     return sorted(_BACKBONES)
 
 
-def create_model(config: ModelConfig = ModelConfig(), pretrained: bool = False) -> STNet:
-    """Build STNet with config.backbone; pretrained loads the backbone's shipped weights (where it has any)."""
+def create_model(config: ModelConfig | None = None, pretrained: bool = False) -> STNet:
+    """Build STNet with config.backbone (ModelConfig() if None); pretrained loads the backbone's shipped weights."""
+    config = ModelConfig() if config is None else config
     if config.backbone not in _BACKBONES:
         raise ValueError(f"unknown backbone {config.backbone!r}; registered: {', '.join(list_models())}")
     return STNet(config, _BACKBONES[config.backbone](config, pretrained))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 import torch
@@ -82,8 +83,9 @@ def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 
     Computed as one matmul over unfolded windows (the same sum as conv1d, several times faster on short clips).
     """
-    weight = rearrange(conv.weight, "o c k -> o (c k)")
-    return F.linear(causal_windows(x, conv.kernel_size[0]), weight, conv.bias)
+    k = conv.kernel_size[0]
+    windows = x if k == 1 else causal_windows(x, k)
+    return F.linear(windows, rearrange(conv.weight, "o c k -> o (c k)"), conv.bias)
 
 
 class SpatialAttention(nn.Module):
@@ -112,17 +114,19 @@ class DynamicChannelAttention(nn.Module):
         self.backward_lstm = nn.LSTM(2 * channels, hidden, batch_first=True)
         self.gate = nn.Linear(2 * hidden, channels)
 
-    def forward(self, desc: torch.Tensor) -> torch.Tensor:
-        """(B, T, 2C) descriptors -> (B, T, C) gates in (0, 1)."""
+    def forward(self, desc: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """(B, T, 2C) descriptors -> (B, S, C) gates in (0, 1) for the last S = steps (default all T) steps."""
         b, t, _ = desc.shape
+        s = t if steps is None else min(steps, t)
         w = min(self.window, t)
         forward_out, _ = self.forward_lstm(desc)
-        windows = F.pad(desc, (0, 0, w - 1, 0)).unfold(1, w, 1)
-        windows = rearrange(windows, "b t d w -> (b t) w d").flip(1)
+        windows = F.pad(desc, (0, 0, w - 1, 0)).unfold(1, w, 1)[:, t - s :]
+        windows = rearrange(windows, "b s d w -> (b s) w d").flip(1)
         backward_out, _ = self.backward_lstm(windows)
-        valid = torch.clamp(torch.arange(t, device=desc.device), max=w - 1).repeat(b)
-        backward_last = rearrange(backward_out[torch.arange(b * t, device=desc.device), valid], "(b t) h -> b t h", b=b)
-        return torch.sigmoid(self.gate(torch.cat([forward_out, backward_last], dim=-1)))
+        valid = torch.clamp(torch.arange(t - s, t, device=desc.device), max=w - 1).repeat(b)
+        backward_last = backward_out[torch.arange(b * s, device=desc.device), valid]
+        backward_last = rearrange(backward_last, "(b s) h -> b s h", b=b)
+        return torch.sigmoid(self.gate(torch.cat([forward_out[:, t - s :], backward_last], dim=-1)))
 
 
 class MultiScaleTemporalAttention(nn.Module):
@@ -136,12 +140,8 @@ class MultiScaleTemporalAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D); all branches run as one matmul, shorter kernels zero-padded on the old side."""
-        k_max = max(conv.kernel_size[0] for conv in self.branches)
-        weight = torch.cat([F.pad(conv.weight, (k_max - conv.kernel_size[0], 0)) for conv in self.branches])
-        bias = torch.cat([conv.bias for conv in self.branches])
-        branches = F.gelu(F.linear(causal_windows(v, k_max), rearrange(weight, "o c k -> o (c k)"), bias))
-        branches = rearrange(branches, "b t (k d) -> b t k d", k=len(self.branches))
+        """(B, T, D) -> (B, T, D)."""
+        branches = torch.stack([F.gelu(causal_conv1d(v, conv)) for conv in self.branches], dim=-2)
         mixed = torch.einsum("btkd,btk->btd", branches, torch.softmax(self.scores(v), dim=-1))
         return self.norm(v + self.dropout(mixed))
 
@@ -247,15 +247,22 @@ class STNet(nn.Module):
         )
         return {k: rearrange(v, "(b t) ... -> b t ...", b=b) for k, v in cache.items()}
 
-    def forward_temporal(self, cache: FrameCache) -> dict[str, torch.Tensor]:
-        """Causal temporal head over cached frames (B, T, ...) -> {logits (B, T, 7), valence (B, T), arousal (B, T)}."""
+    def forward_temporal(self, cache: FrameCache, last: int | None = None) -> dict[str, torch.Tensor]:
+        """Causal temporal head over cached frames (B, T, ...) -> {logits (B, S, 7), valence (B, S), arousal (B, S)}.
+
+        S = T, or only the last `last` steps (exactly the same values; streaming computes just the newest step).
+        """
+        t = cache["frame_logits"].shape[1]
+        last = t if last is None else min(last, t)
+        visual_steps = min(t, last + max(self.config.temporal_kernels) - 1)
+        landmark_steps = min(t, last + self.config.landmark_kernel - 1)
         avg, mx = cache["channel_avg"], cache["channel_max"]
-        gate = self.channel_attention(torch.cat([avg, mx], dim=-1))
-        v = self.dropout(self.visual_proj(torch.cat([gate * avg, gate * mx], dim=-1)))
-        v = self.temporal(v)
-        lm = cache["landmark_embed"]
+        gate = self.channel_attention(torch.cat([avg, mx], dim=-1), steps=visual_steps)
+        pooled = torch.cat([gate * avg[:, t - visual_steps :], gate * mx[:, t - visual_steps :]], dim=-1)
+        v = self.temporal(self.dropout(self.visual_proj(pooled)))[:, visual_steps - last :]
+        lm = cache["landmark_embed"][:, t - landmark_steps :]
         lm = self.landmark_norm(lm + self.dropout(F.gelu(causal_conv1d(lm, self.landmark_temporal))))
-        return self.forward_head(self.fusion(v, lm), cache["frame_logits"])
+        return self.forward_head(self.fusion(v, lm[:, landmark_steps - last :]), cache["frame_logits"][:, t - last :])
 
     def forward_head(self, fused: torch.Tensor, frame_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Heads on fused (B, T, D) features: frame logits + residual, circumplex prior + residual in atanh space."""
@@ -313,7 +320,7 @@ class STNet(nn.Module):
         }
         sizes = [frames[k].shape[-1] for k in CACHE_KEYS]
         for rows, clips in state.batches(ids):
-            result = self.forward_temporal(dict(zip(CACHE_KEYS, clips.split(sizes, dim=-1))))
+            result = self.forward_temporal(dict(zip(CACHE_KEYS, clips.split(sizes, dim=-1), strict=True)), last=1)
             for key, value in result.items():
                 out[key][rows] = value[:, -1]
         return out
@@ -384,7 +391,7 @@ class WideCNN(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        self.stages = nn.Sequential(*(_ResidualStage(c_in, c_out) for c_in, c_out in zip(widths, widths[1:])))
+        self.stages = nn.Sequential(*(_ResidualStage(c_in, c_out) for c_in, c_out in pairwise(widths)))
         self.head = nn.Linear(widths[-1], num_classes)
         self.num_features: int = widths[-1]
 
