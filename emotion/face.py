@@ -137,6 +137,12 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a (H, W), (H, W, 3) BGR or (H, W, 4) BGRA image, got shape {image.shape}")
 
 
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    return cv2.cvtColor(_to_rgb(image), cv2.COLOR_RGB2BGR)
+
+
 def _to_rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
@@ -186,8 +192,10 @@ def crop_matrix(landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_M
     return matrix
 
 
-def align_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """Eye-level square grayscale crop (size, size) uint8 framed brows to chin (FER2013 style) from any image.
+def align_crop(
+    image: np.ndarray, landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_MARGIN, color: bool = False
+) -> np.ndarray:
+    """Eye-level square crop framed brows to chin (FER2013 style): (size, size) gray, or (size, size, 3) BGR if color.
 
     image is BGR (H, W, 3), BGRA (H, W, 4) or grayscale (H, W) uint8; landmarks (L, 3) or (L, 2) px in that image.
     One affine (rotation, scale, translation, see `crop_matrix`) maps the square to the output; a face much larger
@@ -201,7 +209,7 @@ def align_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 64, margin:
     y0 = int(np.clip(math.floor(source[:, 1].min()) - 1, 0, h - 1))
     x1 = int(np.clip(math.ceil(source[:, 0].max()) + 2, x0 + 1, w))
     y1 = int(np.clip(math.ceil(source[:, 1].max()) + 2, y0 + 1, h))
-    region = _to_gray(image[y0:y1, x0:x1])
+    region = _to_bgr(image[y0:y1, x0:x1]) if color else _to_gray(image[y0:y1, x0:x1])
     to_image = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
     shrink = math.hypot(*matrix[:, 0]) * 2.0
     if shrink < 1.0:

@@ -16,7 +16,7 @@ import torch
 
 from emotion.face import Face, FaceAnalyzer, FaceConfig
 from emotion.model import CheckpointError, StreamState, default_model, load_checkpoint
-from emotion.model.xception import normalize_gray
+from emotion.inputs import crops_to_tensor, face_crop
 from emotion.results import FaceResult, FrameResult
 from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.sources import EmotionError, VideoSource, to_bgr
@@ -84,13 +84,10 @@ class EmotionRecognizer:
             # Per-frame tensors are tiny: one intra-op thread avoids OpenMP hand-offs that cost far more than the
             # work (measured 500x slower per op with 2 threads while MediaPipe runs), and leaves a core to MediaPipe.
             torch.set_num_threads(threads)
-        if weights is None:
-            self.model, self.model_config = default_model(self.device), None
-        else:
-            try:
-                self.model, self.model_config, _ = load_checkpoint(weights, self.device)
-            except CheckpointError as exc:
-                raise EmotionError(str(exc)) from None
+        try:
+            self.model = default_model(self.device) if weights is None else load_checkpoint(weights, self.device)[0]
+        except CheckpointError as exc:
+            raise EmotionError(str(exc)) from None
         self.model.eval()
         self.face_config = face_config
         self.smoothing = smoothing
@@ -111,11 +108,12 @@ class EmotionRecognizer:
             self._tracker = FaceAnalyzer(self.face_config, static=False)
         return self._tracker(frame)
 
-    def _infer(self, faces: list[Face], state: StreamState) -> dict[str, np.ndarray]:
+    def _infer(self, frame: np.ndarray, faces: list[Face], state: StreamState) -> dict[str, np.ndarray]:
         """One batched model step for all faces of a frame: probabilities (N, 7), valence (N,), arousal (N,)."""
         if not faces:
             return {"probabilities": np.zeros((0, 7)), "valence": np.zeros(0), "arousal": np.zeros(0)}
-        crops = normalize_gray(torch.from_numpy(np.stack([f.crop for f in faces]))[:, None]).to(self.device)
+        size, chans = self.model.config.crop_size, self.model.config.in_chans
+        crops = crops_to_tensor(np.stack([face_crop(frame, f, size, chans) for f in faces])).to(self.device)
         landmarks = torch.from_numpy(np.stack([f.landmarks_norm for f in faces])).to(self.device)
         out = self.model.step(state, crops, landmarks, [f.track_id for f in faces])
         return {
@@ -161,7 +159,7 @@ class EmotionRecognizer:
         with self.timer("face"):
             faces = self._faces(frame, static=False)
         with self.timer("model"):
-            outputs = self._infer(faces, self._state)
+            outputs = self._infer(frame, faces, self._state)
         with self.timer("smoothing"):
             self._forget_lost_tracks(faces)
             result = FrameResult(index, timestamp, self._results(faces, outputs, smooth=True))
@@ -173,7 +171,7 @@ class EmotionRecognizer:
         with self.timer("face"):
             faces = self._faces(image, static=True)
         with self.timer("model"):
-            outputs = self._infer(faces, self.model.init_state())
+            outputs = self._infer(image, faces, self.model.init_state())
         return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False))
 
     def reset(self) -> None:
