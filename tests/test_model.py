@@ -316,3 +316,29 @@ def test_load_checkpoint_errors_name_the_file_and_the_problem(tmp_path):
             load_checkpoint(path, "cpu")
         message = str(info.value)
         assert str(path) in message and phrase in message and "\n" not in message, (case, message)
+
+
+@needs_weights
+def test_default_model_streams_real_faces_to_their_expressions(shared_data):
+    """Real photos through the real face stage: the untrained default model names each expression (FER2013 prior)."""
+    cv2 = pytest.importorskip("cv2")
+    from emotion.face import FaceAnalyzer
+    from emotion.model.xception import normalize_gray
+
+    expected = {
+        "happy-baby.jpeg": "happy",
+        "sad-baby.jpeg": "sad",
+        "surprised.jpeg": "surprise",
+        "neutral.jpeg": "neutral",
+        "angry.jpg": "angry",
+    }
+    model = default_model("cpu")
+    state = model.init_state()
+    with FaceAnalyzer(static=True) as analyzer:
+        for track, (name, label) in enumerate(expected.items()):
+            faces = analyzer(cv2.imread(str(shared_data / "images" / name)))
+            assert len(faces) == 1, name
+            crop = normalize_gray(torch.from_numpy(faces[0].crop))[None]
+            out = model.step(state, crop, torch.from_numpy(faces[0].landmarks_norm), track_ids=[track])
+            assert LABELS[out["logits"][0].argmax()] == label, name
+            assert -1 <= out["valence"][0] <= 1 and -1 <= out["arousal"][0] <= 1

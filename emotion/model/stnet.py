@@ -2,8 +2,8 @@
 
 The untrained model reproduces the per-frame backbone: its logits are the backbone's frame logits plus a residual
 whose last layer starts at zero, and valence/arousal start at the circumplex prior of the frame probabilities. Every
-temporal operation is causal (the output at step t sees frames <= t only), so a ring buffer of the last `window`
-frames streams exactly what a whole-clip forward computes.
+temporal operation is causal (the output at step t sees frames <= t only), so streaming through a ring buffer of the
+last `window` frames gives at t exactly the whole-clip output at the last step of frames [max(0, t-window+1), t].
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ class STNet(nn.Module):
 
     `forward(x, landmarks)` = `forward_temporal(forward_features(x, landmarks))`; the expensive per-frame part
     (`encode_frames`) is cached per frame, so streaming runs the backbone once per face and frame. The output at
-    step t depends on frames <= t only; streaming (`step`) applies the model to frames [max(0, t-window+1), t].
+    step t depends on frames <= t only; streaming (`step`) applies the model to frames [max(0, t-window+1), t]. A
+    whole clip longer than `window` can differ from streaming: its forward LSTM direction remembers the whole clip.
     """
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
