@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--image", nargs="+", metavar="PATH", help="one or more image files to classify")
-    mode.add_argument("--video", metavar="PATH", help="a video file to process frame by frame")
+    mode.add_argument(
+        "--video",
+        metavar="PATH",
+        help="a video file to process frame by frame, or a folder: every video in it is annotated into the "
+        "--output folder, continuing past bad files, with a summary table at the end",
+    )
     mode.add_argument("--demo", action="store_true", help="build a short clip from a bundled photo and process it")
 
     out = p.add_argument_group("outputs")
@@ -81,8 +87,9 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from emotion.face import FaceConfig
+    from emotion.sources import EmotionError
     from emotion.recognizer import EmotionRecognizer
-    from emotion.runner import make_demo_clip, run_images, run_video
+    from emotion.runner import batch_table, make_demo_clip, run_batch, run_images, run_video
     from emotion.smoothing import SmoothingConfig
 
     recognizer = EmotionRecognizer(
@@ -98,6 +105,18 @@ def run(args: argparse.Namespace) -> int:
             for rec in records:
                 faces = ", ".join(f"#{f['id']} {f['emotion']} {f['confidence']:.0%}" for f in rec["faces"]) or "no face"
                 print(f"{rec['image']}: {faces}")
+            return 0
+        if args.video and Path(args.video).is_dir():
+            if not args.output or args.json or args.csv:
+                raise EmotionError(
+                    "for a folder of videos give --output FOLDER (each video's JSON goes beside its annotated copy; "
+                    "--json and --csv are for single videos)"
+                )
+            rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress)
+            print("\n".join(batch_table(rows)))
+            failed = sum(r.error is not None for r in rows)
+            if failed:
+                raise EmotionError(f"{failed} of {len(rows)} videos failed (reasons in the table above)")
             return 0
         if args.demo:
             folder = Path(args.output or "demo_output")
@@ -119,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM ends a run like Ctrl-C does, so outputs are closed and stay valid."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -129,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(parser, args)
     from emotion.sources import EmotionError
 
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args)
     except EmotionError as exc:

@@ -59,6 +59,24 @@ def _quiet_native_stderr():
         os.close(devnull)
 
 
+class _QuietGraph:
+    """A MediaPipe solution whose calls keep its native warnings (absl/TFLite, written to fd 2) off the terminal."""
+
+    def __init__(self, graph):
+        self._graph = graph
+
+    def process(self, image: np.ndarray):
+        with _quiet_native_stderr():
+            return self._graph.process(image)
+
+    def reset(self) -> None:
+        with _quiet_native_stderr():
+            self._graph.reset()
+
+    def close(self) -> None:
+        self._graph.close()
+
+
 @dataclass(frozen=True)
 class FaceConfig:
     """Settings of the face stage."""
@@ -262,34 +280,42 @@ class FaceAnalyzer:
     def __init__(self, config: FaceConfig = FaceConfig(), static: bool = False):
         self.config = config
         self.static = static
-        with _quiet_native_stderr():
-            self._build_graphs()
+        self._build_graphs()
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._frame_index = 0
         self._closed = False
-        self._warm = False
 
     def _build_graphs(self) -> None:
+        """Create the MediaPipe graphs with their native start-up and run-time warnings kept off the terminal."""
         config = self.config
         solutions = mp.solutions
-        self._full_range = solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=config.min_detection_confidence
-        )
-        self._short_range = solutions.face_detection.FaceDetection(
-            model_selection=0, min_detection_confidence=config.min_detection_confidence
-        )
-        self._crop_mesh = solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=2, min_detection_confidence=config.min_detection_confidence
-        )
-        self._mesh = None
-        if not self.static:
-            self._mesh = solutions.face_mesh.FaceMesh(
-                static_image_mode=False,
-                max_num_faces=max(1, min(config.mesh_max_faces, config.max_faces)),
-                min_detection_confidence=config.min_detection_confidence,
-                min_tracking_confidence=config.min_tracking_confidence,
+        with _quiet_native_stderr():
+            self._full_range = _QuietGraph(
+                solutions.face_detection.FaceDetection(
+                    model_selection=1, min_detection_confidence=config.min_detection_confidence
+                )
             )
+            self._short_range = _QuietGraph(
+                solutions.face_detection.FaceDetection(
+                    model_selection=0, min_detection_confidence=config.min_detection_confidence
+                )
+            )
+            self._crop_mesh = _QuietGraph(
+                solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=2, min_detection_confidence=config.min_detection_confidence
+                )
+            )
+            self._mesh = None
+            if not self.static:
+                self._mesh = _QuietGraph(
+                    solutions.face_mesh.FaceMesh(
+                        static_image_mode=False,
+                        max_num_faces=max(1, min(config.mesh_max_faces, config.max_faces)),
+                        min_detection_confidence=config.min_detection_confidence,
+                        min_tracking_confidence=config.min_tracking_confidence,
+                    )
+                )
 
     def __enter__(self) -> FaceAnalyzer:
         return self
@@ -315,13 +341,6 @@ class FaceAnalyzer:
             self._mesh.reset()
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
-        if not self._warm:
-            self._warm = True
-            with _quiet_native_stderr():
-                return self._analyze(frame)
-        return self._analyze(frame)
-
-    def _analyze(self, frame: np.ndarray) -> list[Face]:
         rgb = _to_rgb(frame)
         h, w = rgb.shape[:2]
         factor = np.ones(3, np.float32)

@@ -30,6 +30,7 @@ class VideoSummary:
     emotions: Counter = field(default_factory=Counter)  # main-face emotion -> frame count
     stages_ms: dict[str, float] = field(default_factory=dict)
     outputs: list[Path] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # indices of unreadable frames that were skipped
 
     @property
     def fps(self) -> float:
@@ -43,8 +44,20 @@ class VideoSummary:
             f"faces in {self.frames_with_faces} frames ({self.faces} face detections)",
             f"  main face: {top or 'no face found'}",
             f"  ms per frame: {stages}",
+            *([f"  skipped {len(self.skipped)} unreadable frame(s): {_ranges(self.skipped)}"] if self.skipped else []),
             *[f"  wrote {p}" for p in self.outputs],
         ]
+
+
+def _ranges(indices: list[int]) -> str:
+    """'3, 7-9, 12' for [3, 7, 8, 9, 12]."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def default_json_path(output: Path | None, source: Path) -> Path:
@@ -95,6 +108,13 @@ def run_video(
             sink.close()
         video.close()
     summary.stages_ms = recognizer.timer.mean()
+    summary.skipped = video.skipped
+    if video.truncated:
+        raise EmotionError(
+            f"{video.info.path.name} ended after {video.frames_read} of {video.info.frame_count} frames: the file is "
+            f"truncated or corrupt (re-download or re-encode it); results for the frames read are in "
+            + ", ".join(str(p) for p in summary.outputs)
+        )
     return summary
 
 
@@ -143,3 +163,59 @@ def make_demo_clip(path: Path, frames: int = 72, fps: float = 24.0) -> Path:
     finally:
         writer.close()
     return path
+
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
+
+
+@dataclass
+class BatchRow:
+    """One video of a batch: its summary, or the reason it failed."""
+
+    source: Path
+    summary: VideoSummary | None = None
+    error: str | None = None
+
+
+def run_batch(
+    recognizer: EmotionRecognizer,
+    folder: str | Path,
+    output_dir: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    overlay: OverlayConfig = OverlayConfig(),
+) -> list[BatchRow]:
+    """Annotate every video in `folder` into `output_dir` (<name>_annotated.mp4 + JSON), continuing past bad files."""
+    folder, output_dir = Path(folder), Path(output_dir)
+    videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        raise EmotionError(f"no video files in {folder} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise EmotionError(f"--output must be a folder for a folder of videos, but {output_dir} is a file")
+    rows = []
+    for path in tqdm(videos, unit="video", desc="videos", disable=not progress):
+        row = BatchRow(path)
+        try:
+            row.summary = run_video(
+                recognizer, path, output_dir / f"{path.stem}_annotated.mp4", overwrite=overwrite, progress=False,
+                overlay=overlay,
+            )
+        except EmotionError as exc:
+            row.error = str(exc)
+        rows.append(row)
+    return rows
+
+
+def batch_table(rows: list[BatchRow]) -> list[str]:
+    """The end-of-batch summary: one line per video with its outcome, frames, faces and seconds."""
+    width = max(len(r.source.name) for r in rows)
+    lines = [f"{'video':<{width}}  {'result':<9} {'frames':>7} {'faces':>7} {'seconds':>8}  reason"]
+    for r in rows:
+        s = r.summary
+        if s:
+            lines.append(f"{r.source.name:<{width}}  {'processed':<9} {s.frames:>7} {s.faces:>7} {s.seconds:>8.1f}")
+        else:
+            lines.append(f"{r.source.name:<{width}}  {'failed':<9} {'-':>7} {'-':>7} {'-':>8}  {r.error}")
+    done = sum(r.summary is not None for r in rows)
+    lines.append(f"{done} of {len(rows)} videos processed")
+    return lines

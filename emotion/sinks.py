@@ -32,36 +32,31 @@ def prepare_output(path: str | Path, overwrite: bool = True) -> Path:
 
 
 class JsonWriter:
-    """Writes a JSON list of frame objects, rewriting the closing bracket after each frame.
+    """Writes a JSON list of frame objects that is a complete, valid document on disk after every frame.
 
-    The file on disk is therefore a complete, valid JSON document after every flush, and a crash or Ctrl-C loses at
-    most the frames written since the last flush.
+    Each frame is written with one positioned write of the object plus the closing bracket, just over the previous
+    closing bracket, so a crash or a kill loses at most the frame being written and never leaves broken JSON.
     """
 
-    def __init__(self, path: str | Path, flush_every: int = 30):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._f = open(self.path, "w", encoding="utf-8")
-        self._f.write("[\n]\n")
-        self._f.flush()
-        self._end = 2  # offset of the closing bracket
-        self._count = 0
-        self._flush_every = flush_every
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(self._fd, b"[\n]\n")
+        self._end = 2  # byte offset of the closing bracket
+        self.count = 0
 
     def write(self, result: FrameResult) -> None:
-        text = ("" if self._count == 0 else ",\n") + json.dumps(result.to_dict(), separators=(", ", ": "))
-        self._f.seek(self._end)
-        self._f.write(text)
-        self._end = self._f.tell()
-        self._f.write("\n]\n")
-        self._count += 1
-        if self._count % self._flush_every == 0:
-            self._f.flush()
+        text = ("" if self.count == 0 else ",\n") + json.dumps(result.to_dict(), separators=(", ", ": "))
+        data = text.encode()
+        os.pwrite(self._fd, data + b"\n]\n", self._end)
+        self._end += len(data)
+        self.count += 1
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
 
 
 class CsvWriter:

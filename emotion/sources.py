@@ -64,7 +64,13 @@ class VideoInfo:
 
 
 class VideoSource:
-    """Iterates over the frames of a video file as (index, time in seconds, BGR frame)."""
+    """Iterates over the frames of a video file as (index, time in seconds, BGR frame).
+
+    An unreadable frame in the middle is skipped and its index recorded in `skipped`; after the loop, `truncated`
+    tells whether the file ended well before the frame count its container declares.
+    """
+
+    MAX_BAD_RUN = 25  # consecutive unreadable frames after which the video is taken to have ended
 
     def __init__(self, path: str | Path):
         p = check_file(path, "video")
@@ -87,13 +93,29 @@ class VideoSource:
             height=first.shape[0],
             frame_count=max(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
         )
+        self.skipped: list[int] = []
+        self.frames_read = 0
+
+    @property
+    def truncated(self) -> bool:
+        """True when fewer frames could be read than the container declares (beyond a small counting slack)."""
+        declared = self.info.frame_count
+        return declared > 0 and declared - (self.frames_read + len(self.skipped)) > max(2, declared // 100)
 
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        index = 0
+        index, bad_run = 0, 0
         frame = self._first
         self._first = None
-        while frame is not None:
-            yield index, index / self.info.fps, to_bgr(frame)
+        while True:
+            if frame is not None:
+                self.skipped.extend(range(index - bad_run, index))
+                bad_run = 0
+                self.frames_read += 1
+                yield index, index / self.info.fps, to_bgr(frame)
+            else:
+                bad_run += 1
+                if bad_run >= self.MAX_BAD_RUN or (self.info.frame_count and index >= self.info.frame_count):
+                    return
             index += 1
             ok, frame = self._cap.read()
             if not ok:

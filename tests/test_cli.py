@@ -1,33 +1,14 @@
 """End-to-end tests through the real command line (`python main.py ...`) on real photos and videos."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from clitools import SHARED, cli
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
-
-
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    """Exit code 2, exactly one line on stderr starting with 'error:', no traceback."""
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,44 +103,6 @@ def test_demo_runs_without_user_files(tmp_path):
     cap = cv2.VideoCapture(str(tmp_path / "demo" / "demo_annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
     assert "demo_annotated.mp4" in proc.stdout
-
-
-def test_missing_file_is_a_clean_error(tmp_path):
-    assert_clean_error(cli("--video", tmp_path / "nope.mp4"), "not found", "nope.mp4")
-    assert_clean_error(cli("--image", tmp_path / "nope.jpg"), "not found")
-
-
-def test_file_that_is_not_a_video_or_image(tmp_path):
-    fake = tmp_path / "notes.mp4"
-    fake.write_text("this is not a video\n" * 50)
-    assert_clean_error(cli("--video", fake), "notes.mp4")
-    fake_image = tmp_path / "notes.png"
-    fake_image.write_text("not an image")
-    assert_clean_error(cli("--image", fake_image), "cannot decode image")
-
-
-def test_zero_frame_video(tmp_path):
-    empty = tmp_path / "empty.avi"
-    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
-    writer.release()
-    assert empty.exists()
-    assert_clean_error(cli("--video", empty, "--json", tmp_path / "x.json"), "empty.avi")
-    assert not (tmp_path / "x.json").exists()
-
-
-def test_existing_output_is_refused_without_overwrite(tmp_path):
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
-    for _ in range(3):
-        writer.write(np.zeros((64, 64, 3), np.uint8))
-    writer.release()
-    target = tmp_path / "r.json"
-    target.write_text("keep me")
-    assert_clean_error(cli("--video", clip, "--json", target), "--overwrite")
-    assert target.read_text() == "keep me"
-    proc = cli("--video", clip, "--json", target, "--overwrite", "--no-progress")
-    assert proc.returncode == 0, proc.stderr
-    assert [f["emotion"] for f in json.loads(target.read_text())] == [None, None, None]
 
 
 def test_help_explains_modes():

@@ -32,7 +32,7 @@ def test_frame_json_describes_largest_face_and_null_without_faces():
 
 def test_json_writer_file_is_valid_after_every_frame(tmp_path):
     path = tmp_path / "out.json"
-    writer = JsonWriter(path, flush_every=1)
+    writer = JsonWriter(path)
     assert json.loads(path.read_text()) == []
     for i in range(3):
         writer.write(FrameResult(i, i / 10, [face(0, (1, 2, 3, 4), i)]))
