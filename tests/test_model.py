@@ -241,24 +241,29 @@ def test_dropped_track_restarts_and_retain_forgets():
 
 
 def test_step_speed_and_batch_independence():
-    """Prints ms per face in the step path for 1, 4 and 16 faces; N faces in one call equal N separate calls."""
+    """Prints ms per face in the step path for 1, 4 and 16 faces (one thread, as the app runs by default); N faces in
+    one call equal N separate calls."""
     torch.manual_seed(0)
     model = with_active_residuals(create_model(CONFIGS["mini_xception"])).eval()
     x, lm = clip(model.config, 16, 1)
     crops, marks = x[:, 0], lm[:, 0]
     alone = [model.step(model.init_state(), crops[i], marks[i]) for i in range(16)]
-    for n in (1, 4, 16):
-        state = model.init_state()
-        for _ in range(model.config.window):
-            model.step(state, crops[:n], marks[:n])
-        repeats = 20
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model.step(state, crops[:n], marks[:n])
-        ms = (time.perf_counter() - start) / repeats * 1000 / n
-        print(f"\nstep with {n:2d} faces x {model.config.window} buffered frames: {ms:.2f} ms per face")
-    state = model.init_state()
-    together = model.step(state, crops, marks)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for n in (1, 4, 16):
+            state = model.init_state()
+            for _ in range(model.config.window):
+                model.step(state, crops[:n], marks[:n])
+            repeats = 10
+            start = time.perf_counter()
+            for _ in range(repeats):
+                model.step(state, crops[:n], marks[:n])
+            ms = (time.perf_counter() - start) / repeats * 1000 / n
+            print(f"\nstep with {n:2d} faces x {model.config.window} buffered frames: {ms:.2f} ms per face")
+    finally:
+        torch.set_num_threads(threads)
+    together = model.step(model.init_state(), crops, marks)
     for i in range(16):
         assert max_diff({k: v[i] for k, v in together.items()}, {k: v[0] for k, v in alone[i].items()}) < 1e-5
 
