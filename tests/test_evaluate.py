@@ -1,0 +1,90 @@
+"""Metrics against hand-computed values, the confusion matrix as text and PNG, window averaging, and an evaluation
+run of the pretrained model on a cached synthetic dataset."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion.data import PrepConfig, make_synthetic_dataset
+from emotion.evaluate import (
+    EvalConfig,
+    ccc,
+    classification_metrics,
+    confusion_image,
+    format_confusion,
+    run,
+    save_confusion_png,
+    summarize,
+)
+from emotion.labels import LABELS
+
+
+def test_classification_metrics_by_hand():
+    m = classification_metrics(np.array([0, 0, 0, 3, 3, 5]), np.array([0, 0, 3, 3, 3, 0]))
+    assert m["accuracy"] == m["war"] == pytest.approx(4 / 6)
+    assert m["uar"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # mean recall over angry, happy, sad
+    f1_angry = 2 * (2 / 3) * (2 / 3) / (4 / 3)
+    f1_happy = 2 * (2 / 3) * 1 / (5 / 3)
+    assert m["macro_f1"] == pytest.approx((f1_angry + f1_happy + 0) / 3)
+    assert m["per_class"]["happy"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8),
+                                       "support": 2}  # fmt: skip
+    assert m["confusion"][0] == [2, 0, 0, 1, 0, 0, 0] and m["confusion"][5][0] == 1 and m["clips"] == 6
+    perfect = classification_metrics(np.arange(7), np.arange(7))
+    assert perfect["uar"] == perfect["macro_f1"] == perfect["accuracy"] == 1.0
+
+
+def test_ccc():
+    x = np.linspace(-1, 1, 50)
+    assert ccc(x, x) == pytest.approx(1.0)
+    assert ccc(-x, x) == pytest.approx(-1.0)
+    shifted = ccc(x + 0.5, x)
+    expected = 2 * x.var() / (2 * x.var() + 0.25)
+    assert shifted == pytest.approx(expected)
+    assert np.isnan(ccc([0.3], [0.2]))
+
+
+def test_confusion_text_and_png(tmp_path):
+    matrix = np.diag([5, 0, 1, 9, 2, 3, 4])
+    matrix[0, 5] = 2
+    text = format_confusion(matrix)
+    assert all(name in text for name in LABELS) and text.splitlines()[1].split()[1:] == ["5", "0", "0", "0", "0", "2",
+                                                                                           "0"]  # fmt: skip
+    path = save_confusion_png(matrix, tmp_path / "sub" / "cm.png", title="test")
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape == confusion_image(matrix, title="test").shape
+    left, top, cell = 110, 70, 72
+    happy = img[top + 3 * cell + 40, left + 3 * cell + 60]  # a full diagonal cell is deep green
+    empty = img[top + 1 * cell + 40, left + 2 * cell + 60]  # an empty off-diagonal cell stays white
+    assert happy[1] > 200 and happy[0] < 60 and happy[2] < 60
+    assert (empty > 240).all()
+
+
+def test_summarize_averages_windows_per_clip():
+    probs = np.zeros((3, 7))
+    probs[0, 3], probs[1, 5], probs[2, 0] = 0.9, 0.6, 1.0  # clip 0: windows say happy 0.9 and sad 0.6
+    pred = {
+        "clip": np.array([0, 0, 1]),
+        "probs": probs,
+        "va_pred": np.array([[[0.5, 0.1]], [[0.4, 0.2]], [[-0.5, 0.3]]]),
+        "va_true": np.array([[[0.5, np.nan]], [[0.4, np.nan]], [[-0.5, np.nan]]]),
+    }
+    m = summarize(pred, [3, 0])
+    assert m["confusion"][3][3] == 1 and m["confusion"][0][0] == 1 and m["accuracy"] == 1.0
+    assert m["ccc_valence"] == pytest.approx(1.0) and m["frames_valence"] == 3 and "ccc_arousal" not in m
+
+
+def test_evaluate_pretrained_model_on_cached_synthetic_data(tmp_path):
+    manifest = make_synthetic_dataset(tmp_path / "syn", tmp_path / "cache", clips_per_class=2, frames=16,
+                                      prep=PrepConfig())  # fmt: skip
+    result = run(EvalConfig(data=str(manifest), cache_dir=str(tmp_path / "cache"), output=str(tmp_path / "out"),
+                            progress=False, threads=1))  # fmt: skip
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["clips"] == 6 and sum(map(sum, saved["confusion"])) == 6
+    assert saved["weights"] == "pretrained default" and 0 <= saved["uar"] <= 1
+    assert -1 <= saved["ccc_valence"] <= 1 and saved["frames_valence"] == 6 * 16
+    assert (tmp_path / "out" / "confusion.png").is_file() and result["json"] == str(tmp_path / "out" / "metrics.json")
+    val = run(EvalConfig(data=str(manifest), split="val", cache_dir=str(tmp_path / "cache"),
+                         output=str(tmp_path / "val"), progress=False, threads=1))  # fmt: skip
+    assert val["clips"] == 3
