@@ -856,7 +856,7 @@ def make_synthetic_dataset(
                 total=np.array(frames),
             )
             valence, arousal = CIRCUMPLEX[LABELS[label]]
-            split = "val" if j < max(1, round(val_fraction * clips_per_class)) else "train"
+            split = "val" if j < math.ceil(val_fraction * clips_per_class) else "train"
             rows.append([source.name, LABELS[label], valence, arousal, split])
     manifest = root / "manifest.csv"
     with manifest.open("w", newline="") as f:

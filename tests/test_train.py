@@ -1,0 +1,162 @@
+"""Training: losses and schedule, a synthetic cached dataset learnt to near-perfect validation accuracy, exact resume
+after an interruption, SIGKILL mid-epoch, frozen-backbone epochs and DDP with two CPU processes under torchrun.
+The real-data run through the command line is in test_evaluate.py."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotion.data import PrepConfig, make_synthetic_dataset
+from emotion.model import create_model, load_checkpoint, save_checkpoint
+from emotion.model.stnet import ModelConfig
+from emotion.train import TrainConfig, ccc_loss, compute_loss, lr_factor, run
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"backbone": "wide_cnn", "crop_size": 32, "from_scratch": True}
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, Path]:
+    """(manifest, cache dir) of 3 separable classes x 8 cached 24-frame clips at 32x32 (2 per class held out)."""
+    tmp = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic_dataset(tmp / "syn", tmp / "cache", 8, prep=PrepConfig(crop_size=32)), tmp / "cache"
+
+
+def small_config(tmp_path: Path, synthetic: tuple[Path, Path], **overrides) -> TrainConfig:
+    manifest, cache = synthetic
+    values = dict(data=str(manifest), cache_dir=str(cache), models_dir=str(tmp_path / "models"),
+                  runs_dir=str(tmp_path / "runs"), epochs=5, batch_size=8, lr=3e-3, warmup_epochs=0.5, threads=1,
+                  progress=False, name="syn", **SMALL)  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_losses_and_schedule():
+    out = {"logits": torch.zeros(2, 4, 7), "valence": torch.zeros(2, 4), "arousal": torch.zeros(2, 4)}
+    out["logits"][0, :, 3] = 10.0
+    label = torch.tensor([3, -1])
+    va = torch.full((2, 4, 2), float("nan"))
+    loss, parts = compute_loss(out, label, va, TrainConfig(data="x", label_smoothing=0.0))
+    assert parts["ce"] == pytest.approx(float(torch.nn.functional.cross_entropy(out["logits"][0], label[[0] * 4])))
+    assert "ccc_valence" not in parts and float(loss) == pytest.approx(parts["ce"])
+    x = torch.linspace(-1, 1, 20)
+    assert float(ccc_loss(x, x)) == pytest.approx(0.0, abs=1e-6) and float(ccc_loss(-x, x)) == pytest.approx(2.0)
+    factors = [lr_factor(s, 10, 100, 0.01) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and max(factors) == 1.0
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_synthetic_training_learns_and_resumes(tmp_path, synthetic):
+    result = run(small_config(tmp_path, synthetic))
+    assert result["epochs"] == 5 and result["monitor"] == "uar"
+    assert result["val"]["accuracy"] >= 0.99 and result["val"]["clips"] == 6
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+    model, config, extra = load_checkpoint(result["best"])
+    assert config.backbone == "wide_cnn" and extra["train_config"]["lr"] == 3e-3
+    assert load_checkpoint(result["last"])[2]["train_state"]["epoch"] == 4
+    run_dir = Path(result["run_dir"])
+    assert run_dir.name == "syn-1" and list(run_dir.glob("events.out.tfevents.*"))
+    assert json.loads((run_dir / "val_metrics.json").read_text())["accuracy"] >= 0.99
+    assert (run_dir / "confusion.png").is_file()
+
+    resumed = run(small_config(tmp_path, synthetic, epochs=7, resume="auto"))
+    assert [h["epoch"] for h in resumed["history"]] == list(range(1, 8)) and resumed["run_dir"] == str(run_dir)
+    assert load_checkpoint(resumed["last"])[2]["train_state"]["epoch"] == 6
+    assert resumed["val"]["accuracy"] >= 0.99
+    assert not list((tmp_path / "models").rglob("*.tmp"))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_continues_exactly(tmp_path, synthetic):
+    straight = run(small_config(tmp_path, synthetic, name="straight", epochs=3))
+
+    def stop_after_first(epoch, metrics):
+        if epoch == 0:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(small_config(tmp_path, synthetic, name="cut", epochs=3), on_epoch_end=stop_after_first)
+    resumed = run(small_config(tmp_path, synthetic, name="cut", epochs=3, resume="auto"))
+    a = load_checkpoint(straight["last"])[0].state_dict()
+    b = load_checkpoint(resumed["last"])[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in straight["history"]] == [h["train_loss"] for h in resumed["history"]]
+
+
+def test_frozen_backbone_epochs(tmp_path, synthetic):
+    init = save_checkpoint(tmp_path / "init.pt", create_model(ModelConfig(**{k: SMALL[k] for k in ("backbone",
+                           "crop_size")})), ModelConfig(backbone="wide_cnn", crop_size=32))  # fmt: skip
+    start = load_checkpoint(init)[0].state_dict()
+    snapshots = []
+    config = small_config(tmp_path, synthetic, weights=str(init), freeze_backbone_epochs=1, epochs=2, name="frz")
+    run(config, on_epoch_end=lambda e, m: snapshots.append(load_checkpoint(tmp_path / "models/frz/last.pt")[0]))
+    after_frozen, after_free = (s.state_dict() for s in snapshots)
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert all(torch.equal(start[k], after_frozen[k]) for k in backbone)  # weights and BatchNorm statistics
+    assert not torch.equal(start["fusion.gate.weight"], after_frozen["fusion.gate.weight"])
+    assert not all(torch.equal(start[k], after_free[k]) for k in backbone)
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def cli_train_args(synthetic: tuple[Path, Path], *extra: str) -> list[str]:
+    manifest, cache = synthetic
+    return ["--train", "--data", str(manifest), "--cache-dir", str(cache), "--backbone", "wide_cnn", "--crop-size",
+            "32", "--from-scratch", "--batch-size", "8", "--lr", "3e-3", "--threads", "1", "--no-progress", *extra]  # fmt: skip
+
+
+def test_sigkill_mid_epoch_then_resume(tmp_path, synthetic):
+    args = cli_train_args(synthetic, "--epochs", "60", "--name", "killed", "--patience", "0")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("epoch 2/60"):
+                time.sleep(0.2)  # well inside epoch 3
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)
+    ckpt = tmp_path / "models" / "killed"
+    epoch = load_checkpoint(ckpt / "last.pt")[2]["train_state"]["epoch"]
+    assert epoch >= 1 and not list(ckpt.glob("*.tmp"))
+    done = cli(*cli_train_args(synthetic, "--epochs", str(epoch + 3), "--name", "killed", "--resume"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resuming {Path('models/killed/last.pt')} after epoch {epoch + 1}" in done.stdout
+    assert f"epoch {epoch + 3}/{epoch + 3}" in done.stdout and f"epoch {epoch + 1}/" not in done.stdout
+    assert load_checkpoint(ckpt / "last.pt")[2]["train_state"]["epoch"] == epoch + 2
+
+
+def test_torchrun_two_cpu_processes(tmp_path, synthetic):
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this PyTorch build")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+           str(ROOT / "main.py"), *cli_train_args(synthetic, "--epochs", "2", "--name", "ddp")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("epoch 2/2") == 1  # only rank 0 reports
+    assert "(2 steps per epoch)" in done.stdout  # 18 training clips over 2 processes x 8 per batch
+    model, _, extra = load_checkpoint(tmp_path / "models" / "ddp" / "last.pt")
+    assert extra["train_state"]["epoch"] == 1 and extra["metrics"]["accuracy"] >= 0.0
