@@ -16,11 +16,12 @@ import os
 import re
 import tempfile
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,6 +37,7 @@ SPLITS = ("train", "val", "test")
 CACHE_VERSION = 1
 """Part of every cache key: bump it when the cached arrays change meaning, so old entries are never reused."""
 
+# fmt: off
 LABEL_ALIASES: dict[str, int] = {
     **{name: i for i, name in enumerate(LABELS)},
     "anger": 0, "ang": 0, "an": 0,
@@ -45,7 +47,8 @@ LABEL_ALIASES: dict[str, int] = {
     "neu": 4, "ne": 4,
     "sadness": 5, "sa": 5,
     "surprised": 6, "sur": 6, "su": 6,
-}  # fmt: skip
+}
+# fmt: on
 """Lower-case category names used by common datasets (AFEW, Oulu-CASIA, CK+, CREMA-D, JAFFE codes) -> LABELS index."""
 
 RAVDESS_EMOTIONS: dict[str, int] = {"01": 4, "02": 4, "03": 3, "04": 5, "05": 0, "06": 2, "07": 1, "08": 6}
@@ -56,10 +59,19 @@ CREMAD_EMOTIONS: dict[str, int] = {"ANG": 0, "DIS": 1, "FEA": 2, "HAP": 3, "NEU"
 
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                  "dev": "val", "test": "test", "testing": "test"}  # fmt: skip
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 _NO_VALUE = -5.0  # Aff-Wild2 marks frames without a valence/arousal annotation with -5
 
+# fmt: off
 MIRROR: tuple[int, ...] = (
     0, 1, 2, 248, 4, 5, 6, 249, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 250, 251, 252, 253, 254, 255, 256,
     257, 258, 259, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 270, 271, 272, 273, 274, 275, 276, 277, 278,
@@ -83,6 +95,7 @@ MIRROR: tuple[int, ...] = (
     220, 221, 222, 223, 224, 225, 226, 227, 228, 229, 230, 231, 232, 233, 234, 235, 236, 237, 238, 239, 240, 241,
     242, 243, 244, 245, 246, 247,
 )
+# fmt: on
 """Face-mesh index of each landmark's mirror image (left <-> right; the 28 midline points map to themselves), so a
 horizontally flipped face keeps its semantic landmark order. Derived once by optimal assignment of the x-mirrored mesh
 onto itself over five real frontal faces, summed; tests check it against MediaPipe on a flipped photo."""
@@ -124,7 +137,11 @@ def _files(root: Path, suffixes: frozenset[str]) -> list[Path]:
 
 
 def _norm_split(name: str | None) -> str | None:
-    return None if not name else _SPLIT_ALIASES.get(name.strip().lower())
+    """'train', 'val' or 'test' from a split name or a folder named after one ('Val_AFEW', 'Train_Set'); else None."""
+    if not name:
+        return None
+    name = name.strip().lower()
+    return _SPLIT_ALIASES.get(name) or _SPLIT_ALIASES.get(re.split(r"[_\- ]", name)[0])
 
 
 def scan_folder(root: str | Path) -> DatasetScan:
@@ -165,7 +182,9 @@ def scan_csv(path: str | Path) -> DatasetScan:
         reader = csv.DictReader(f)
         columns = {c.strip().lower() for c in reader.fieldnames or ()}
         if "path" not in columns or not ({"label", "valence", "va_file"} & columns):
-            raise ValueError(f"{path}: the header needs 'path' and 'label' (or 'valence,arousal'), got {sorted(columns)}")
+            raise ValueError(
+                f"{path}: the header needs 'path' and 'label' (or 'valence,arousal'), got {sorted(columns)}"
+            )
         for row in reader:
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             source = path.parent / row["path"]
@@ -187,7 +206,9 @@ def scan_csv(path: str | Path) -> DatasetScan:
                 skipped.append((str(source), f"split '{split}' is not train, val or test"))
                 continue
             records.append(
-                ClipRecord(str(source), label, valence, arousal, va_file, row.get("subject") or None, _norm_split(split))
+                ClipRecord(
+                    str(source), label, valence, arousal, va_file, row.get("subject") or None, _norm_split(split)
+                )
             )
     return DatasetScan("csv", records, skipped)
 
@@ -256,9 +277,8 @@ def scan_affwild(root: str | Path) -> DatasetScan:
         if video is None:
             skipped.append((str(ann), "no video with the same name"))
             continue
-        split_name = ann.parent.name.lower().replace("_set", "")
         records.append(
-            ClipRecord(str(video), va_file=str(ann), subject=stem, split=_norm_split(split_name), face=face)
+            ClipRecord(str(video), va_file=str(ann), subject=stem, split=_norm_split(ann.parent.name), face=face)
         )
     return DatasetScan("affwild", records, skipped)
 
@@ -314,8 +334,14 @@ def load_dataset(path: str | Path, fmt: str = "auto") -> DatasetScan:
         raise ValueError(f"--format csv needs a .csv manifest file, got the folder {path}")
     if fmt != "csv" and not path.is_dir():
         raise ValueError(f"--format {fmt} needs a dataset folder, got the file {path}")
-    scanners = {"folder": scan_folder, "csv": scan_csv, "ravdess": scan_ravdess, "cremad": scan_cremad,
-                "oulu": scan_oulu, "affwild": scan_affwild}  # fmt: skip
+    scanners = {
+        "folder": scan_folder,
+        "csv": scan_csv,
+        "ravdess": scan_ravdess,
+        "cremad": scan_cremad,
+        "oulu": scan_oulu,
+        "affwild": scan_affwild,
+    }
     scan = scanners[fmt](path)
     if not scan.records:
         reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in scan.skipped[:3])
@@ -383,8 +409,10 @@ class PrepSummary:
     def lines(self) -> list[str]:
         usable = self.total - self.no_face - self.unreadable
         out = [
-            f"preprocessing: {self.total} clips, {usable} usable ({self.cached} from the cache, {self.processed} "
-            f"run through the face stage), {self.no_face} without a face, {self.unreadable} unreadable"
+            (
+                f"preprocessing: {self.total} clips, {usable} usable ({self.cached} from the cache, {self.processed} "
+                f"run through the face stage), {self.no_face} without a face, {self.unreadable} unreadable"
+            )
         ]
         out += [f"  skipped {Path(s).name}: {why}" for s, why in self.failures[:10]]
         if len(self.failures) > 10:
@@ -512,7 +540,7 @@ def _extract_to_cache(source: str, prep: PrepConfig, face: str, path: str) -> tu
     """Worker job: extract one clip into the cache -> ('ok' | 'noface' | 'error', face frames, reason)."""
     try:
         arrays = extract_track(source, prep, face)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure on one clip skips that clip, reported with its reason
         return "error", 0, " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
     write_npz(path, **arrays)
     frames = len(arrays["frames"])
@@ -647,7 +675,9 @@ def augment_clip(
     matrix = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), angle, zoom)
     matrix[:, 2] += rng.uniform(-aug.shift, aug.shift, 2) * size
     for t in range(crops.shape[0]):
-        crops[t] = cv2.warpAffine(crops[t], matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        crops[t] = cv2.warpAffine(
+            crops[t], matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
     landmarks[..., :2] = landmarks[..., :2] @ matrix[:, :2].T.astype(np.float32)
     landmarks[..., 2] *= zoom
     landmarks += rng.normal(0.0, aug.landmark_jitter, landmarks.shape).astype(np.float32)
@@ -829,8 +859,8 @@ def make_synthetic_dataset(
     """A separable synthetic dataset that is already cached (for tests and benchmarks); returns its manifest.
 
     Each clip is a small stub source file (distinct bytes, so its own cache key) and a cache entry whose crops show
-    a bright square at a height that depends on the class (unchanged by flips), over noise; landmarks are noise around a random shape;
-    valence/arousal are the class's circumplex point. The manifest fixes the train/val split.
+    a bright square at a height that depends on the class (unchanged by flips), over noise; landmarks are noise
+    around a random shape; valence/arousal are the class's circumplex point. The manifest fixes the train/val split.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

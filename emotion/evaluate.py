@@ -7,6 +7,7 @@ computes the metrics; `run` is `main.py --evaluate`: dataset -> face-stage cache
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,9 @@ def format_confusion(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS
     matrix = np.asarray(matrix)
     width = max(max(len(n) for n in labels), len(str(matrix.max())) if matrix.size else 1) + 1
     lines = ["true \\ predicted".ljust(10) + "".join(n[:width].rjust(width) for n in labels)]
-    lines += [name.ljust(10) + "".join(str(v).rjust(width) for v in row) for name, row in zip(labels, matrix, strict=True)]
+    lines += [
+        name.ljust(10) + "".join(str(v).rjust(width) for v in row) for name, row in zip(labels, matrix, strict=True)
+    ]
     return "\n".join(lines)
 
 
@@ -93,7 +96,7 @@ def confusion_image(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS,
     for i in range(n):
         for j in range(n):
             x0, y0 = left + j * cell, top + i * cell
-            shade = int(round(255 * (1 - share[i, j])))
+            shade = round(255 * (1 - share[i, j]))
             color = (255, shade, shade) if i != j else (shade, 255, shade)
             cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), color, -1)
             cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), (200, 200, 200), 1)
@@ -102,7 +105,9 @@ def confusion_image(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS,
             if rows[i, 0] > 0:
                 cv2.putText(img, f"{share[i, j]:.0%}", (x0 + 8, y0 + 56), font, 0.45, ink, 1, cv2.LINE_AA)
         cv2.putText(img, labels[i], (8, top + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(img, labels[i][:8], (left + i * cell + 4, top + n * cell + 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            img, labels[i][:8], (left + i * cell + 4, top + n * cell + 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA
+        )
     cv2.putText(img, "rows: true category, columns: predicted", (left, h - 20), font, 0.5, (60, 60, 60), 1, cv2.LINE_AA)
     return img
 
@@ -180,7 +185,7 @@ def metric_lines(metrics: dict[str, Any]) -> list[str]:
 
 def _json_safe(value: Any) -> Any:
     """NaN -> None so the JSON file is standard JSON."""
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
@@ -285,6 +290,9 @@ def run(config: EvalConfig) -> dict[str, Any]:
         result["confusion_png"] = str(save_confusion_png(metrics["confusion"], out_dir / "confusion.png", title))
     json_path = write_json(Path(config.json) if config.json else out_dir / "metrics.json", result)
     print("\n".join(metric_lines(metrics)))
-    print(f"metrics: {json_path}" + (f"  confusion matrix: {result['confusion_png']}" if "confusion_png" in result else ""))
+    print(
+        f"metrics: {json_path}"
+        + (f"  confusion matrix: {result['confusion_png']}" if "confusion_png" in result else "")
+    )
     result["json"] = str(json_path)
     return result

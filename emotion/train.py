@@ -100,7 +100,7 @@ def compute_loss(
     """Cross-entropy on every time step of clips with a category, CCC loss for valence and arousal over every
     annotated frame of the batch; each output also enters with weight 0 so DDP always sees every parameter used."""
     logits = out["logits"].float()
-    b, t, c = logits.shape
+    t, c = logits.shape[1:]
     pred_va = torch.stack([out["valence"], out["arousal"]], dim=-1).float()
     loss = 0.0 * (logits.sum() + pred_va.sum())
     parts: dict[str, float] = {}
@@ -297,7 +297,9 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
     say(f"dataset {config.data} ({scan.format}): {len(scan.records)} clips, {len(scan.skipped)} files passed over")
     prep = PrepConfig(crop_size=model_config.crop_size, in_chans=model_config.in_chans)
     cache_dir = Path(config.cache_dir).expanduser()
-    clips, summary = preprocess(records, cache_dir, prep, config.workers, config.progress and env.main, (env.rank, env.world))
+    clips, summary = preprocess(
+        records, cache_dir, prep, config.workers, config.progress and env.main, (env.rank, env.world)
+    )
     if env.world > 1:
         env.barrier()
         clips, summary = preprocess(records, cache_dir, prep, 1, False)
@@ -307,12 +309,22 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
     if not train_clips:
         raise ValueError("no training clip with a face; check the dataset and the preprocessing summary")
     counts = {LABELS[i]: sum(c.record.label == i for c in train_clips) for i in range(len(LABELS))}
-    say(f"train {len(train_clips)} clips, val {len(val_clips)} clips; train per class: "
-        + ", ".join(f"{k} {v}" for k, v in counts.items() if v))  # fmt: skip
+    say(
+        f"train {len(train_clips)} clips, val {len(val_clips)} clips; train per class: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+    )
 
     window = model_config.window
-    train_set = ClipDataset(train_clips, window, AugmentConfig() if config.augment else AugmentConfig(
-        flip=0, rotate=0, scale=0, shift=0, brightness=0, contrast=0, landmark_jitter=0, max_stride=1), config.seed)  # fmt: skip
+    train_set = ClipDataset(
+        train_clips,
+        window,
+        AugmentConfig()
+        if config.augment
+        else AugmentConfig(
+            flip=0, rotate=0, scale=0, shift=0, brightness=0, contrast=0, landmark_jitter=0, max_stride=1
+        ),
+        config.seed,
+    )
     sampler = EpochSampler(train_set.labels, True, config.balanced, config.seed, env.rank, env.world)
     loader_kwargs: dict[str, Any] = {"num_workers": config.loader_workers, "pin_memory": device.type == "cuda"}
     if config.loader_workers:
@@ -322,7 +334,9 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
     )
     val_set = ClipDataset(val_clips, window, windows=config.eval_windows)
     val_sampler = EpochSampler(list(range(len(val_set))), False, False, 0, env.rank, env.world)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, sampler=val_sampler, **loader_kwargs)
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=config.batch_size, sampler=val_sampler, **loader_kwargs
+    )
 
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
@@ -495,8 +509,13 @@ def _log_epoch(writer, metrics: dict[str, Any], epoch: int, seconds: float) -> N
 
 def _epoch_line(epoch: int, epochs: int, m: dict[str, Any], monitor: str, value: float, s: float, best: bool) -> str:
     parts = [f"epoch {epoch}/{epochs}", f"loss {m.get('train_loss', float('nan')):.4f}"]
-    for key, label in (("accuracy", "val acc"), ("uar", "UAR"), ("macro_f1", "F1"), ("ccc_valence", "CCC-V"),
-                       ("ccc_arousal", "CCC-A")):  # fmt: skip
+    for key, label in (
+        ("accuracy", "val acc"),
+        ("uar", "UAR"),
+        ("macro_f1", "F1"),
+        ("ccc_valence", "CCC-V"),
+        ("ccc_arousal", "CCC-A"),
+    ):
         if key in m:
             parts.append(f"{label} {m[key]:.3f}")
     parts.append(f"{s:.1f} s")
@@ -514,8 +533,11 @@ def _final_evaluation(
     metrics = ev.summarize(ev.predict(model, loader, device), [c.record.label for c in val_set.clips])
     metrics["epoch"] = extra.get("epoch")
     if "confusion" in metrics:
-        metrics["confusion_png"] = str(ev.save_confusion_png(metrics["confusion"], run_dir / "confusion.png",
-                                                             f"{config.name}: best.pt on validation"))  # fmt: skip
+        metrics["confusion_png"] = str(
+            ev.save_confusion_png(
+                metrics["confusion"], run_dir / "confusion.png", f"{config.name}: best.pt on validation"
+            )
+        )
     path = ev.write_json(run_dir / "val_metrics.json", metrics)
     print(f"best checkpoint {best_path} (epoch {metrics['epoch']}) on validation:")
     print("\n".join(ev.metric_lines(metrics)))

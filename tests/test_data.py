@@ -58,8 +58,8 @@ def test_folder_layout_with_and_without_split_folders(tmp_path):
     assert detect_format(tmp_path) == "folder"
 
     afew = tmp_path / "afew"
-    touch(afew / "Train" / "Sad" / "s1.avi")
-    touch(afew / "Val" / "Surprise" / "u1.avi")
+    touch(afew / "Train_AFEW" / "Sad" / "s1.avi")
+    touch(afew / "Val_AFEW" / "Surprise" / "u1.avi")
     recs = by_name(load_dataset(afew).records)
     assert (recs["s1.avi"].split, recs["s1.avi"].label) == ("train", LABELS.index("sad"))
     assert (recs["u1.avi"].split, recs["u1.avi"].label) == ("val", LABELS.index("surprise"))
@@ -101,15 +101,27 @@ def test_ravdess_names(tmp_path):
 
 
 def test_cremad_names(tmp_path):
-    names = ["1001_DFA_ANG_XX.flv", "1001_IEO_DIS_HI.flv", "1002_TIE_FEA_LO.flv", "1002_MTI_HAP_MD.flv",
-             "1003_DFA_NEU_XX.flv", "1003_IWL_SAD_XX.flv", "1004_DFA_XYZ_XX.flv"]  # fmt: skip
+    names = [
+        "1001_DFA_ANG_XX.flv",
+        "1001_IEO_DIS_HI.flv",
+        "1002_TIE_FEA_LO.flv",
+        "1002_MTI_HAP_MD.flv",
+        "1003_DFA_NEU_XX.flv",
+        "1003_IWL_SAD_XX.flv",
+        "1004_DFA_XYZ_XX.flv",
+    ]
     for name in names:
         touch(tmp_path / "VideoFlash" / name)
     assert detect_format(tmp_path) == "cremad"
     scan = load_dataset(tmp_path)
     assert [(Path(r.source).stem[5:8], r.label, r.subject) for r in scan.records] == [
-        ("DFA", 0, "1001"), ("IEO", 1, "1001"), ("MTI", 3, "1002"), ("TIE", 2, "1002"), ("DFA", 4, "1003"),
-        ("IWL", 5, "1003")]  # fmt: skip
+        ("DFA", 0, "1001"),
+        ("IEO", 1, "1001"),
+        ("MTI", 3, "1002"),
+        ("TIE", 2, "1002"),
+        ("DFA", 4, "1003"),
+        ("IWL", 5, "1003"),
+    ]
     assert [Path(p).name for p, _ in scan.skipped] == ["1004_DFA_XYZ_XX.flv"]
 
 
@@ -260,8 +272,12 @@ def test_augmentation_moves_landmarks_with_the_pixels():
         weights = out[0].astype(float) * near
         cx, cy = (weights * xx).sum() / weights.sum(), (weights * yy).sum() / weights.sum()
         assert abs(cx - x) < 0.75 and abs(cy - y) < 0.75
-    bright, _ = augment_clip(crops + 50, lm, AugmentConfig(flip=0, rotate=0, scale=0, shift=0, brightness=0.2,
-                                                          contrast=0.2, landmark_jitter=0.01), rng)  # fmt: skip
+    bright, _ = augment_clip(
+        crops + 50,
+        lm,
+        AugmentConfig(flip=0, rotate=0, scale=0, shift=0, brightness=0.2, contrast=0.2, landmark_jitter=0.01),
+        rng,
+    )
     assert bright.dtype == np.uint8 and not np.array_equal(bright, crops + 50)
 
 
@@ -280,8 +296,9 @@ def test_clip_sampling_and_eval_windows():
 
 
 def test_dataset_and_samplers_are_deterministic_per_epoch(tmp_path):
-    manifest = make_synthetic_dataset(tmp_path / "syn", tmp_path / "cache", clips_per_class=4, frames=20,
-                                      prep=PrepConfig(crop_size=32))  # fmt: skip
+    manifest = make_synthetic_dataset(
+        tmp_path / "syn", tmp_path / "cache", clips_per_class=4, frames=20, prep=PrepConfig(crop_size=32)
+    )
     records = load_dataset(manifest).records
     clips, summary = preprocess(records, tmp_path / "cache", PrepConfig(crop_size=32), progress=False)
     assert summary.cached == 12 and len(clips) == 12

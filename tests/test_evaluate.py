@@ -34,8 +34,12 @@ def test_classification_metrics_by_hand():
     f1_angry = 2 * (2 / 3) * (2 / 3) / (4 / 3)
     f1_happy = 2 * (2 / 3) * 1 / (5 / 3)
     assert m["macro_f1"] == pytest.approx((f1_angry + f1_happy + 0) / 3)
-    assert m["per_class"]["happy"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8),
-                                       "support": 2}  # fmt: skip
+    assert m["per_class"]["happy"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
     assert m["confusion"][0] == [2, 0, 0, 1, 0, 0, 0] and m["confusion"][5][0] == 1 and m["clips"] == 6
     perfect = classification_metrics(np.arange(7), np.arange(7))
     assert perfect["uar"] == perfect["macro_f1"] == perfect["accuracy"] == 1.0
@@ -55,8 +59,15 @@ def test_confusion_text_and_png(tmp_path):
     matrix = np.diag([5, 0, 1, 9, 2, 3, 4])
     matrix[0, 5] = 2
     text = format_confusion(matrix)
-    assert all(name in text for name in LABELS) and text.splitlines()[1].split()[1:] == ["5", "0", "0", "0", "0", "2",
-                                                                                           "0"]  # fmt: skip
+    assert all(name in text for name in LABELS) and text.splitlines()[1].split()[1:] == [
+        "5",
+        "0",
+        "0",
+        "0",
+        "0",
+        "2",
+        "0",
+    ]
     path = save_confusion_png(matrix, tmp_path / "sub" / "cm.png", title="test")
     img = cv2.imread(str(path))
     assert img is not None and img.shape == confusion_image(matrix, title="test").shape
@@ -82,23 +93,45 @@ def test_summarize_averages_windows_per_clip():
 
 
 def test_evaluate_pretrained_model_on_cached_synthetic_data(tmp_path):
-    manifest = make_synthetic_dataset(tmp_path / "syn", tmp_path / "cache", clips_per_class=2, frames=16,
-                                      prep=PrepConfig())  # fmt: skip
-    result = run(EvalConfig(data=str(manifest), cache_dir=str(tmp_path / "cache"), output=str(tmp_path / "out"),
-                            progress=False, threads=1))  # fmt: skip
+    manifest = make_synthetic_dataset(
+        tmp_path / "syn", tmp_path / "cache", clips_per_class=2, frames=16, prep=PrepConfig()
+    )
+    result = run(
+        EvalConfig(
+            data=str(manifest),
+            cache_dir=str(tmp_path / "cache"),
+            output=str(tmp_path / "out"),
+            progress=False,
+            threads=1,
+        )
+    )
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["clips"] == 6 and sum(map(sum, saved["confusion"])) == 6
     assert saved["weights"] == "pretrained default" and 0 <= saved["uar"] <= 1
     assert -1 <= saved["ccc_valence"] <= 1 and saved["frames_valence"] == 6 * 16
     assert (tmp_path / "out" / "confusion.png").is_file() and result["json"] == str(tmp_path / "out" / "metrics.json")
-    val = run(EvalConfig(data=str(manifest), split="val", cache_dir=str(tmp_path / "cache"),
-                         output=str(tmp_path / "val"), progress=False, threads=1))  # fmt: skip
+    val = run(
+        EvalConfig(
+            data=str(manifest),
+            split="val",
+            cache_dir=str(tmp_path / "cache"),
+            output=str(tmp_path / "val"),
+            progress=False,
+            threads=1,
+        )
+    )
     assert val["clips"] == 3
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
 
 
 def _cut(video: Path, start: int, stop: int, out: Path) -> Path:
@@ -128,8 +161,25 @@ def test_real_clips_preprocess_train_evaluate_and_play(tmp_path, shared_data):
     for i, start in enumerate((280, 330, 380, 430)):
         _cut(video, start, start + 24, data / "happy" / f"happy_{i}.mp4")
     cache = tmp_path / "cache"
-    train = cli("--train", "--data", str(data), "--epochs", "2", "--batch-size", "4", "--val-split", "0.25",
-                "--name", "wolfgang", "--cache-dir", str(cache), "--workers", "2", "--no-progress", cwd=tmp_path)  # fmt: skip
+    train = cli(
+        "--train",
+        "--data",
+        str(data),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--val-split",
+        "0.25",
+        "--name",
+        "wolfgang",
+        "--cache-dir",
+        str(cache),
+        "--workers",
+        "2",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "8 usable (0 from the cache, 8 run through the face stage)" in train.stdout
     assert "train 6 clips, val 2 clips" in train.stdout and "epoch 2/2" in train.stdout
@@ -137,8 +187,19 @@ def test_real_clips_preprocess_train_evaluate_and_play(tmp_path, shared_data):
     assert best.is_file() and len(list(cache.rglob("*.npz"))) == 8
 
     out = tmp_path / "eval"
-    evaluation = cli("--evaluate", "--data", str(data), "--weights", str(best), "--cache-dir", str(cache),
-                     "--output", str(out), "--no-progress", cwd=tmp_path)  # fmt: skip
+    evaluation = cli(
+        "--evaluate",
+        "--data",
+        str(data),
+        "--weights",
+        str(best),
+        "--cache-dir",
+        str(cache),
+        "--output",
+        str(out),
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert evaluation.returncode == 0, evaluation.stdout + evaluation.stderr
     assert "8 from the cache, 0 run through the face stage" in evaluation.stdout
     assert "confusion matrix" in evaluation.stdout
@@ -146,8 +207,16 @@ def test_real_clips_preprocess_train_evaluate_and_play(tmp_path, shared_data):
     assert metrics["clips"] == 8 and metrics["accuracy"] >= 0.75 and (out / "confusion.png").is_file()
     assert metrics["per_class"]["sad"]["support"] == metrics["per_class"]["happy"]["support"] == 4
 
-    played = cli("--video", str(data / "happy" / "happy_3.mp4"), "--weights", str(best), "--json",
-                 str(tmp_path / "play.json"), "--no-progress", cwd=tmp_path)  # fmt: skip
+    played = cli(
+        "--video",
+        str(data / "happy" / "happy_3.mp4"),
+        "--weights",
+        str(best),
+        "--json",
+        str(tmp_path / "play.json"),
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert played.returncode == 0, played.stdout + played.stderr
     frames = json.loads((tmp_path / "play.json").read_text())
     assert len(frames) == 24 and sum(bool(f["faces"]) for f in frames) >= 20

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,20 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
 
 def small_config(tmp_path: Path, synthetic: tuple[Path, Path], **overrides) -> TrainConfig:
     manifest, cache = synthetic
-    values = dict(data=str(manifest), cache_dir=str(cache), models_dir=str(tmp_path / "models"),
-                  runs_dir=str(tmp_path / "runs"), epochs=5, batch_size=8, lr=3e-3, warmup_epochs=0.5, threads=1,
-                  progress=False, name="syn", **SMALL)  # fmt: skip
+    values = dict(
+        data=str(manifest),
+        cache_dir=str(cache),
+        models_dir=str(tmp_path / "models"),
+        runs_dir=str(tmp_path / "runs"),
+        epochs=5,
+        batch_size=8,
+        lr=3e-3,
+        warmup_epochs=0.5,
+        threads=1,
+        progress=False,
+        name="syn",
+        **SMALL,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -51,7 +63,7 @@ def test_losses_and_schedule():
     assert float(ccc_loss(x, x)) == pytest.approx(0.0, abs=1e-6) and float(ccc_loss(-x, x)) == pytest.approx(2.0)
     factors = [lr_factor(s, 10, 100, 0.01) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and max(factors) == 1.0
-    assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] == pytest.approx(0.01, abs=1e-3)
+    assert all(a >= b for a, b in pairwise(factors[9:])) and factors[-1] == pytest.approx(0.01, abs=1e-3)
 
 
 def test_synthetic_training_learns_and_resumes(tmp_path, synthetic):
@@ -59,7 +71,7 @@ def test_synthetic_training_learns_and_resumes(tmp_path, synthetic):
     assert result["epochs"] == 5 and result["monitor"] == "uar"
     assert result["val"]["accuracy"] >= 0.99 and result["val"]["clips"] == 6
     assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
-    model, config, extra = load_checkpoint(result["best"])
+    _, config, extra = load_checkpoint(result["best"])
     assert config.backbone == "wide_cnn" and extra["train_config"]["lr"] == 3e-3
     assert load_checkpoint(result["last"])[2]["train_state"]["epoch"] == 4
     run_dir = Path(result["run_dir"])
@@ -95,8 +107,11 @@ def test_resume_after_interruption_continues_exactly(tmp_path, synthetic):
 
 
 def test_frozen_backbone_epochs(tmp_path, synthetic):
-    init = save_checkpoint(tmp_path / "init.pt", create_model(ModelConfig(**{k: SMALL[k] for k in ("backbone",
-                           "crop_size")})), ModelConfig(backbone="wide_cnn", crop_size=32))  # fmt: skip
+    init = save_checkpoint(
+        tmp_path / "init.pt",
+        create_model(ModelConfig(**{k: SMALL[k] for k in ("backbone", "crop_size")})),
+        ModelConfig(backbone="wide_cnn", crop_size=32),
+    )
     start = load_checkpoint(init)[0].state_dict()
     snapshots = []
     config = small_config(tmp_path, synthetic, weights=str(init), freeze_backbone_epochs=1, epochs=2, name="frz")
@@ -109,20 +124,50 @@ def test_frozen_backbone_epochs(tmp_path, synthetic):
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def cli_train_args(synthetic: tuple[Path, Path], *extra: str) -> list[str]:
     manifest, cache = synthetic
-    return ["--train", "--data", str(manifest), "--cache-dir", str(cache), "--backbone", "wide_cnn", "--crop-size",
-            "32", "--from-scratch", "--batch-size", "8", "--lr", "3e-3", "--threads", "1", "--no-progress", *extra]  # fmt: skip
+    return [
+        "--train",
+        "--data",
+        str(manifest),
+        "--cache-dir",
+        str(cache),
+        "--backbone",
+        "wide_cnn",
+        "--crop-size",
+        "32",
+        "--from-scratch",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--threads",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_sigkill_mid_epoch_then_resume(tmp_path, synthetic):
     args = cli_train_args(synthetic, "--epochs", "60", "--name", "killed", "--patience", "0")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         for line in proc.stdout:
@@ -152,11 +197,20 @@ def test_torchrun_two_cpu_processes(tmp_path, synthetic):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-           str(ROOT / "main.py"), *cli_train_args(synthetic, "--epochs", "2", "--name", "ddp")]  # fmt: skip
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        str(ROOT / "main.py"),
+        *cli_train_args(synthetic, "--epochs", "2", "--name", "ddp"),
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("epoch 2/2") == 1  # only rank 0 reports
     assert "(2 steps per epoch)" in done.stdout  # 18 training clips over 2 processes x 8 per batch
-    model, _, extra = load_checkpoint(tmp_path / "models" / "ddp" / "last.pt")
+    _, _, extra = load_checkpoint(tmp_path / "models" / "ddp" / "last.pt")
     assert extra["train_state"]["epoch"] == 1 and extra["metrics"]["accuracy"] >= 0.0
