@@ -73,9 +73,18 @@ class FrameBackbone(Protocol):
         """(N, C, h, w) feature maps -> (N, num_classes) frame logits in LABELS order."""
 
 
+def sliding_windows(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, S + k - 1, C) -> (B, S, C, k): the k consecutive frames ending at each of the last S steps, oldest first.
+
+    The same values as x.unfold(1, k, 1), built from k slices so that it exports to ONNX with a dynamic batch size.
+    """
+    steps = x.shape[1] - k + 1
+    return torch.stack([x[:, i : i + steps] for i in range(k)], dim=-1)
+
+
 def causal_windows(x: torch.Tensor, k: int) -> torch.Tensor:
     """(B, T, C) -> (B, T, C*k): for each step t the frames t-k+1..t (zeros before the start), oldest first."""
-    return rearrange(F.pad(x, (0, 0, k - 1, 0)).unfold(1, k, 1), "b t c k -> b t (c k)")
+    return rearrange(sliding_windows(F.pad(x, (0, 0, k - 1, 0)), k), "b t c k -> b t (c k)")
 
 
 def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -120,7 +129,7 @@ class DynamicChannelAttention(nn.Module):
         s = t if steps is None else min(steps, t)
         w = min(self.window, t)
         forward_out, _ = self.forward_lstm(desc)
-        windows = F.pad(desc, (0, 0, w - 1, 0)).unfold(1, w, 1)[:, t - s :]
+        windows = sliding_windows(F.pad(desc, (0, 0, w - 1, 0))[:, t - s :], w)
         windows = rearrange(windows, "b s d w -> (b s) w d").flip(1)
         backward_out, _ = self.backward_lstm(windows)
         valid = torch.clamp(torch.arange(t - s, t, device=desc.device), max=w - 1).repeat(b)

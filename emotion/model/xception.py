@@ -31,7 +31,7 @@ def normalize_gray(x: torch.Tensor) -> torch.Tensor:
 
 def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow 'same' padding of one axis as (before, after); the odd pixel goes after (bottom/right)."""
-    out = -(-size // stride)
+    out = (size + stride - 1) // stride
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
