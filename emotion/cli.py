@@ -19,6 +19,11 @@ EPILOG = """examples:
   python main.py --train --data clips/ --epochs 20 --name mine   fine-tune on clips/<label>/*.mp4
   python main.py --evaluate --data test/ --weights models/mine/best.pt   accuracy, UAR, F1, confusion matrix
   torchrun --nproc_per_node 2 main.py --train --data clips/ --name mine   the same on 2 processes (DDP)
+  python main.py --realtime                              live window on the default webcam
+  python main.py --realtime --source clip.mp4 --objects  a video file in the window, with YOLO object boxes
+  python main.py --realtime --headless --source rtsp://host/stream --output live.mp4   no window (servers)
+
+window keys (--realtime): q or Esc quit, space pause, s screenshot, r record, o object boxes, h help line.
 
 exit codes: 0 success, 2 bad input or settings (one line on stderr says what and how to fix it), 130 interrupted.
 labels: """ + ", ".join(LABELS) + """; valence and arousal in [-1, 1]."""
@@ -40,13 +45,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--output folder, continuing past bad files, with a summary table at the end",
     )
     mode.add_argument("--demo", action="store_true", help="build a short clip from a bundled photo and process it")
+    mode.add_argument(
+        "--realtime",
+        action="store_true",
+        help="live window on a webcam, video file or stream (--source) with per-face panels, FPS and latency",
+    )
+
+    live = p.add_argument_group("real time (--realtime)")
+    live.add_argument(
+        "--source", metavar="SRC", help="camera index (0 = default webcam), video file or stream URL (default: 0)"
+    )
+    live.add_argument(
+        "--no-sync", action="store_true", help="play a video file as fast as possible (every frame) instead of at its own frame rate"
+    )
+    live.add_argument(
+        "--headless", action="store_true", help="run the live loop without a window (servers), writing --output/--json/--csv"
+    )
+    live.add_argument(
+        "--save-dir", metavar="DIR", help="folder for screenshots (key s) and recordings (key r) (default: captures)"
+    )
+
+    objects = p.add_argument_group("object boxes")
+    objects.add_argument(
+        "--objects",
+        action="store_true",
+        help="also draw YOLO boxes of people and objects, computed on a background thread (--realtime, --video, --demo)",
+    )
+    objects.add_argument(
+        "--yolo-weights",
+        metavar="PATH",
+        default="yolov8n.pt",
+        help="YOLO .pt weights or a model .yaml (default: yolov8n.pt, which ultralytics downloads on first use where "
+        "there is internet; without it the run goes on without boxes)",
+    )
+    objects.add_argument(
+        "--yolo-conf", type=float, default=0.25, metavar="X", help="smallest object confidence shown (default: 0.25)"
+    )
 
     out = p.add_argument_group("outputs")
     out.add_argument(
         "--output",
         metavar="PATH",
         help="annotated result: a video file for --video (.mp4 or .avi); an image file, or a folder for several "
-        "images, for --image; the output folder for --demo (default: demo_output)",
+        "images, for --image; the output folder for --demo (default: demo_output); for --realtime a video of the "
+        "whole session",
     )
     out.add_argument(
         "--json",
@@ -54,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-frame JSON (--video default: <output name>_results.json beside --output, or "
         "<video name>_results.json here without --output); per-image JSON for --image",
     )
-    out.add_argument("--csv", metavar="PATH", help="also write one CSV row per face per frame (--video)")
+    out.add_argument("--csv", metavar="PATH", help="also write one CSV row per face per frame (--video, --realtime)")
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -195,8 +237,16 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--threads must be 1 or more")
     if args.max_faces < 1:
         p.error("--max-faces must be 1 or more")
-    if args.csv and not args.video:
-        p.error("--csv works with --video")
+    if args.csv and not (args.video or args.realtime):
+        p.error("--csv works with --video and --realtime")
+    if not args.realtime and (args.source is not None or args.no_sync or args.headless or args.save_dir):
+        p.error("--source, --no-sync, --headless and --save-dir work with --realtime")
+    if args.objects and args.image:
+        p.error("--objects works with --realtime, --video and --demo")
+    if args.objects and args.video and not args.output:
+        p.error("--objects draws boxes on the annotated video: add --output")
+    if not 0 <= args.yolo_conf <= 1:
+        p.error("--yolo-conf must be between 0 and 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,6 +258,11 @@ def run(args: argparse.Namespace) -> int:
     from emotion.runner import batch_table, make_demo_clip, run_batch, run_images, run_video
     from emotion.smoothing import SmoothingConfig
 
+    grabber = None
+    if args.realtime:
+        from emotion.realtime import FrameGrabber
+
+        grabber = FrameGrabber(args.source or "0", sync=not args.no_sync)  # a missing camera fails before the model loads
     recognizer = EmotionRecognizer(
         weights=args.weights,
         device=args.device,
@@ -222,11 +277,13 @@ def run(args: argparse.Namespace) -> int:
                 faces = ", ".join(f"#{f['id']} {f['emotion']} {f['confidence']:.0%}" for f in rec["faces"]) or "no face"
                 print(f"{rec['image']}: {faces}")
             return 0
+        if grabber is not None:
+            return _realtime(recognizer, grabber, args)
         if args.video and Path(args.video).is_dir():
-            if not args.output or args.json or args.csv:
+            if not args.output or args.json or args.csv or args.objects:
                 raise EmotionError(
                     "for a folder of videos give --output FOLDER (each video's JSON goes beside its annotated copy; "
-                    "--json and --csv are for single videos)"
+                    "--json, --csv and --objects are for single videos)"
                 )
             rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress)
             print("\n".join(batch_table(rows)))
@@ -234,23 +291,81 @@ def run(args: argparse.Namespace) -> int:
             if failed:
                 raise EmotionError(f"{failed} of {len(rows)} videos failed (reasons in the table above)")
             return 0
-        if args.demo:
-            folder = Path(args.output or "demo_output")
-            clip = make_demo_clip(folder / "demo_input.mp4")
-            summary = run_video(
-                recognizer, clip, folder / "demo_annotated.mp4", args.json, overwrite=True, progress=not args.no_progress
-            )
-        else:
-            summary = run_video(
-                recognizer,
-                args.video,
-                args.output,
-                args.json,
-                args.csv,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-            )
+        detector = _object_detector(args, recognizer, wait=True) if args.objects else None
+        try:
+            if args.demo:
+                folder = Path(args.output or "demo_output")
+                clip = make_demo_clip(folder / "demo_input.mp4")
+                summary = run_video(
+                    recognizer,
+                    clip,
+                    folder / "demo_annotated.mp4",
+                    args.json,
+                    overwrite=True,
+                    progress=not args.no_progress,
+                    objects=detector,
+                )
+            else:
+                summary = run_video(
+                    recognizer,
+                    args.video,
+                    args.output,
+                    args.json,
+                    args.csv,
+                    overwrite=args.overwrite,
+                    progress=not args.no_progress,
+                    objects=detector,
+                )
+        finally:
+            if detector is not None:
+                detector.close()
         print("\n".join(summary.lines()))
+        if detector is not None and not detector.error:
+            print("  " + detector.summary())
+    return 0
+
+
+def _object_config(args: argparse.Namespace, recognizer):
+    from emotion.objects import ObjectConfig
+
+    return ObjectConfig(weights=args.yolo_weights, confidence=args.yolo_conf, device=str(recognizer.device))
+
+
+def _object_detector(args: argparse.Namespace, recognizer, wait: bool):
+    """Start YOLO for --objects; a video run waits for it to load, and a model that cannot load is reported once."""
+    from emotion.objects import ObjectDetector
+
+    detector = ObjectDetector(_object_config(args, recognizer))
+    if wait:
+        detector.wait(timeout=120.0)
+        if detector.error:
+            print(detector.error, file=sys.stderr)
+    return detector
+
+
+def _realtime(recognizer, grabber, args: argparse.Namespace) -> int:
+    """--realtime: the live loop in a window (or headless), then its summary."""
+    from emotion.realtime import RealtimeConfig, run_realtime
+    from emotion.runner import default_json_path
+    from emotion.sources import EmotionError
+
+    output = Path(args.output) if args.output else None
+    json_path = Path(args.json) if args.json else (default_json_path(output, Path(grabber.name)) if output else None)
+    config = RealtimeConfig(
+        headless=args.headless,
+        output=output,
+        json_path=json_path,
+        csv_path=Path(args.csv) if args.csv else None,
+        overwrite=args.overwrite,
+        save_dir=Path(args.save_dir or "captures"),
+        objects=args.objects,
+        object_config=_object_config(args, recognizer),
+        progress=not args.no_progress,
+    )
+    summary = run_realtime(recognizer, grabber, config)
+    print("\n".join(summary.lines()))
+    if summary.error:
+        raise EmotionError(summary.error)
     return 0
 
 

@@ -1,5 +1,6 @@
 """OpenCV drawing of results: face boxes and labels, a panel per face with category bars and a valence-arousal
-circle, and a status line with FPS and per-stage latency. Sizes scale with the frame so 640x480 and 1080p read alike."""
+circle, and a status line with FPS and per-stage latency. Sizes scale with the frame so 640x480 and 1080p read alike,
+and panels are placed beside their face without covering faces or each other (smaller when the frame is crowded)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ from emotion.results import FaceResult, FrameResult
 
 COLORS: dict[str, tuple[int, int, int]] = {  # BGR
     "angry": (40, 40, 230),
-    "disgust": (40, 140, 40),
-    "fear": (160, 60, 160),
+    "disgust": (40, 160, 60),
+    "fear": (190, 80, 190),
     "happy": (40, 200, 250),
     "neutral": (200, 200, 200),
-    "sad": (200, 120, 40),
+    "sad": (220, 140, 50),
     "surprise": (60, 170, 255),
 }
+OBJECT_COLOR = (255, 160, 0)  # BGR of object-detector boxes
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+PANEL_W, HEADER_H, ROW_H, PAD = 222, 66, 15, 6  # panel geometry in px at scale 1
+PANEL_H = HEADER_H + len(LABELS) * ROW_H + PAD
+MIN_PANEL_SCALE = 0.6  # panels never get smaller than this (text stays legible)
+PANEL_AREA = 0.3  # panels together cover at most this fraction of the frame
 
 
 @dataclass(frozen=True)
@@ -32,8 +39,32 @@ class OverlayConfig:
     help_text: str | None = None  # a line of key help at the bottom, None for none
 
 
+@dataclass(frozen=True)
+class PanelPlace:
+    """Where one face's panel goes: top-left corner and size in px, and the drawing scale inside it."""
+
+    track_id: int
+    x: int  # px
+    y: int  # px
+    w: int  # px
+    h: int  # px
+    scale: float  # 1.0 = PANEL_W x PANEL_H px
+
+    def bar(self, i: int) -> tuple[int, int, int, int]:
+        """The full-length rectangle (x, y, w, h) of the probability bar of LABELS[i]."""
+        s = self.scale
+        y = self.y + int((HEADER_H + i * ROW_H + 3) * s)
+        x = self.x + int(66 * s)
+        return x, y, int((PANEL_W - 66 - 46) * s), max(3, int(9 * s))
+
+
+def _scale_of(shape) -> float:
+    """Drawing scale for a frame of this shape: 1 at 540 px on the short side."""
+    return float(np.clip(min(shape[:2]) / 540.0, 0.75, 2.5))
+
+
 def _scale(frame: np.ndarray) -> float:
-    return float(np.clip(min(frame.shape[:2]) / 540.0, 0.6, 2.5))
+    return _scale_of(frame.shape)
 
 
 def _text(img, text, org, scale, color=(255, 255, 255), thickness=1) -> None:
@@ -41,63 +72,164 @@ def _text(img, text, org, scale, color=(255, 255, 255), thickness=1) -> None:
     cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
 
 
-def _panel_size(s: float) -> tuple[int, int]:
-    return int(190 * s), int(len(LABELS) * 16 * s + 110 * s)
+def _banner(img, text, org, scale, color, thickness=1) -> None:
+    """Text on a translucent dark strip, for the status and help lines that cross busy backgrounds."""
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    pad = max(2, int(th * 0.35))
+    x0, y0 = max(org[0] - pad, 0), max(org[1] - th - pad, 0)
+    x1, y1 = min(org[0] + tw + pad, img.shape[1]), min(org[1] + base + pad, img.shape[0])
+    roi = img[y0:y1, x0:x1]
+    roi[:] = (roi * 0.45).astype(np.uint8)
+    cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
 
 
-def _place_panel(box, size, frame_shape, taken: list[tuple[int, int, int, int]]) -> tuple[int, int]:
-    """Top-left corner for a face's panel: beside the face if there is room, moved down past earlier panels."""
+def _overlap(a, b) -> int:
+    """Intersection area of two (x, y, w, h) rectangles."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(w, 0) * max(h, 0)
+
+
+def _label_rect(box, s: float) -> tuple[int, int, int, int]:
+    """The face box grown upwards by the height of its label line."""
     x, y, w, h = box
-    pw, ph = size
+    lh = int(22 * s)
+    return x, y - lh, max(w, int(150 * s)), h + lh
+
+
+def _candidates(box, pw: int, ph: int, W: int, H: int, gap: int) -> list[tuple[int, int]]:
+    """Top-left corners beside (right, left), below and above a face box, slid along that side, inside the frame."""
+    x, y, w, h = box
+    ys = sorted({y, y + h - ph, y + (h - ph) // 2, *range(0, max(H - ph, 0) + 1, max(ph // 4, 1))})
+    xs = sorted({x, x + w - pw, x + (w - pw) // 2, *range(0, max(W - pw, 0) + 1, max(pw // 4, 1))})
+    out = [(x + w + gap, py) for py in ys] + [(x - gap - pw, py) for py in ys]
+    out += [(px, y + h + gap) for px in xs] + [(px, y - int(24 * gap / 6) - ph) for px in xs]
+    return [(int(np.clip(px, 0, max(W - pw, 0))), int(np.clip(py, 0, max(H - ph, 0)))) for px, py in out]
+
+
+def _place(faces, scale: float, frame_shape, reserved) -> tuple[list[PanelPlace], int]:
+    """Greedy placement at one scale: each panel takes the free spot nearest its face; returns the panel clashes."""
     H, W = frame_shape[:2]
-    px = x + w + 8 if x + w + 8 + pw <= W else max(0, x - 8 - pw)
-    py = int(np.clip(y, 0, max(0, H - ph)))
-    for _ in range(len(taken) + 1):
-        clash = [t for t in taken if px < t[0] + t[2] and t[0] < px + pw and py < t[1] + t[3] and t[1] < py + ph]
-        if not clash:
-            break
-        py = max(t[1] + t[3] for t in clash) + 4
-    py = min(py, max(0, H - ph))
-    taken.append((px, py, pw, ph))
-    return px, py
+    pw, ph = int(PANEL_W * scale), int(PANEL_H * scale)
+    gap = max(4, int(6 * scale))
+    boxes = [_label_rect(f.box, _scale_of(frame_shape)) for f in faces]
+    placed: list[PanelPlace] = []
+    clashes = 0
+    for face in faces:
+        x, y, w, h = face.box
+        cx, cy = x + w / 2, y + h / 2
+        best, best_cost = None, None
+        for px, py in _candidates(face.box, pw, ph, W, H, gap):
+            rect = (px, py, pw, ph)
+            panels = sum(_overlap(rect, (p.x, p.y, p.w, p.h)) for p in placed)
+            covered = sum(_overlap(rect, b) for b in boxes) + sum(_overlap(rect, r) for r in reserved)
+            dist = abs(px + pw / 2 - cx) - (w + pw) / 2, abs(py + ph / 2 - cy) - (h + ph) / 2
+            cost = 8 * panels + 2 * covered + max(dist[0], 0) + max(dist[1], 0)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = rect, cost
+        if any(_overlap(best, (p.x, p.y, p.w, p.h)) for p in placed):
+            clashes += 1
+        placed.append(PanelPlace(face.track_id, best[0], best[1], pw, ph, scale))
+    return placed, clashes
 
 
-def draw_face(img: np.ndarray, face: FaceResult, s: float, config: OverlayConfig, taken: list) -> None:
-    """Box, id and label above it; optionally the panel with bars and the valence-arousal circle."""
+def panel_layout(frame_shape, result: FrameResult) -> list[PanelPlace]:
+    """Panel places for the faces of `result` (sorted by track id), shrunk as needed so that they do not overlap."""
+    faces = sorted(result.faces, key=lambda f: f.track_id)
+    if not faces:
+        return []
+    H, W = frame_shape[:2]
+    s = _scale_of(frame_shape)
+    reserved = [(0, 0, W, int(32 * s)), (0, H - int(26 * s), W, int(26 * s))]  # status and help lines
+    fit = np.sqrt(PANEL_AREA * W * H / (len(faces) * PANEL_W * PANEL_H))
+    scale = float(max(min(s, fit), MIN_PANEL_SCALE))
+    best = None
+    while True:
+        places, clashes = _place(faces, scale, frame_shape, reserved)
+        if best is None or clashes < best[1]:
+            best = (places, clashes)
+        if clashes == 0 or scale <= MIN_PANEL_SCALE:
+            return best[0]
+        scale = max(scale * 0.85, MIN_PANEL_SCALE)
+
+
+def _draw_panel(img: np.ndarray, face: FaceResult, p: PanelPlace) -> None:
+    s = p.scale
+    color = COLORS[face.emotion]
+    roi = img[p.y : p.y + p.h, p.x : p.x + p.w]
+    roi[:] = (roi * 0.3).astype(np.uint8)
+    cv2.rectangle(img, (p.x, p.y), (p.x + max(2, int(3 * s)) - 1, p.y + p.h - 1), color, -1)
+    tx = p.x + int((PAD + 4) * s)
+    _text(img, f"#{face.track_id} {face.emotion} {face.confidence:.0%}", (tx, p.y + int(20 * s)), 0.5 * s, color,
+          max(1, int(s)))
+    _text(img, f"valence {face.valence:+.2f}", (tx, p.y + int(39 * s)), 0.4 * s)
+    _text(img, f"arousal {face.arousal:+.2f}", (tx, p.y + int(56 * s)), 0.4 * s)
+    r = int(25 * s)
+    cx, cy = p.x + p.w - int(PAD * s) - r - 2, p.y + int(8 * s) + r
+    cv2.circle(img, (cx, cy), r, (40, 40, 40), -1, cv2.LINE_AA)
+    cv2.circle(img, (cx, cy), r, (170, 170, 170), 1, cv2.LINE_AA)
+    cv2.line(img, (cx - r, cy), (cx + r, cy), (110, 110, 110), 1)
+    cv2.line(img, (cx, cy - r), (cx, cy + r), (110, 110, 110), 1)
+    dot = (int(cx + np.clip(face.valence, -1, 1) * r), int(cy - np.clip(face.arousal, -1, 1) * r))
+    cv2.circle(img, dot, max(3, int(4 * s)), color, -1, cv2.LINE_AA)
+    cv2.circle(img, dot, max(3, int(4 * s)), (0, 0, 0), 1, cv2.LINE_AA)
+    for i, name in enumerate(LABELS):
+        bx, by, bw, bh = p.bar(i)
+        prob = float(face.probabilities[i])
+        _text(img, name, (tx, by + bh), 0.38 * s, (235, 235, 235))
+        cv2.rectangle(img, (bx, by), (bx + bw, by + bh), (70, 70, 70), -1)
+        if prob > 0.005:
+            cv2.rectangle(img, (bx, by), (bx + max(1, int(bw * prob)), by + bh), COLORS[name], -1)
+        _text(img, f"{prob:.0%}", (bx + bw + int(4 * s), by + bh), 0.36 * s, (235, 235, 235))
+
+
+def _leader(img: np.ndarray, box, p: PanelPlace, color, s: float) -> None:
+    """A thin line from a panel to its face when the panel is not right beside it."""
+    x, y, w, h = box
+    fx, fy = float(np.clip(p.x + p.w / 2, x, x + w)), float(np.clip(p.y + p.h / 2, y, y + h))
+    qx, qy = float(np.clip(fx, p.x, p.x + p.w)), float(np.clip(fy, p.y, p.y + p.h))
+    if np.hypot(fx - qx, fy - qy) > 12 * s:
+        cv2.line(img, (int(fx), int(fy)), (int(qx), int(qy)), color, 1, cv2.LINE_AA)
+
+
+def _label_origin(img_shape, box, text_size, s: float, panels: list[PanelPlace]) -> tuple[int, int]:
+    """Baseline origin of a face's label: above the box, else below it, else inside its top, avoiding panels."""
+    H = img_shape[0]
+    x, y, w, h = box
+    tw, th = text_size
+    top, bottom = int(32 * s), H - int(26 * s)  # keep clear of the status and help lines
+    options = [(x, y - int(7 * s)), (x, y + h + th + int(7 * s)), (x + int(4 * s), y + th + int(6 * s))]
+    fits = [o for o in options[:2] if o[1] - th >= top and o[1] <= bottom] + [options[2]]
+    for ox, oy in fits:
+        rect = (ox, oy - th - 2, tw, th + 4)
+        if not any(_overlap(rect, (p.x, p.y, p.w, p.h)) for p in panels):
+            return ox, oy
+    return fits[0]
+
+
+def draw_face(img: np.ndarray, face: FaceResult, s: float, config: OverlayConfig, panels=()) -> None:
+    """Box, then the label '#id emotion confidence' above it (or below or inside, away from the given panels)."""
     x, y, w, h = face.box
     color = COLORS[face.emotion]
-    t = max(1, int(round(2 * s)))
-    cv2.rectangle(img, (x, y), (x + w, y + h), color, t, cv2.LINE_AA)
-    label = f"#{face.track_id} {face.emotion} {face.confidence:.0%}"
-    ty = y - int(6 * s) if y - 20 * s > 0 else y + h + int(18 * s)
-    _text(img, label, (x, ty), 0.55 * s, color, max(1, int(s)))
+    cv2.rectangle(img, (x, y), (x + w, y + h), color, max(1, int(round(2 * s))), cv2.LINE_AA)
     if config.landmarks and face.landmarks is not None:
         for px, py in face.landmarks[:, :2].astype(int)[::3]:
             cv2.circle(img, (int(px), int(py)), 1, (0, 255, 0), -1)
-    if not config.panel:
-        return
-    pw, ph = _panel_size(s)
-    px, py = _place_panel(face.box, (pw, ph), img.shape, taken)
-    roi = img[py : py + ph, px : px + pw]
-    roi[:] = (roi * 0.35).astype(np.uint8)
-    _text(img, f"#{face.track_id}  V {face.valence:+.2f}  A {face.arousal:+.2f}", (px + int(6 * s), py + int(16 * s)), 0.42 * s)
-    bar_x = px + int(62 * s)
-    bar_w = pw - int(70 * s)
-    for i, name in enumerate(LABELS):
-        by = py + int((26 + i * 16) * s)
-        p = float(face.probabilities[i])
-        _text(img, name, (px + int(6 * s), by + int(10 * s)), 0.36 * s)
-        cv2.rectangle(img, (bar_x, by + int(2 * s)), (bar_x + bar_w, by + int(12 * s)), (80, 80, 80), 1)
-        cv2.rectangle(img, (bar_x, by + int(2 * s)), (bar_x + int(bar_w * p), by + int(12 * s)), COLORS[name], -1)
-    r = int(38 * s)
-    cx, cy = px + pw // 2, py + ph - r - int(8 * s)
-    cv2.circle(img, (cx, cy), r, (180, 180, 180), 1, cv2.LINE_AA)
-    cv2.line(img, (cx - r, cy), (cx + r, cy), (120, 120, 120), 1)
-    cv2.line(img, (cx, cy - r), (cx, cy + r), (120, 120, 120), 1)
-    _text(img, "V", (cx + r + 2, cy + 4), 0.3 * s, (180, 180, 180))
-    _text(img, "A", (cx - 4, cy - r - 3), 0.3 * s, (180, 180, 180))
-    dot = (int(cx + face.valence * r), int(cy - face.arousal * r))
-    cv2.circle(img, dot, max(3, int(4 * s)), color, -1, cv2.LINE_AA)
+    label = f"#{face.track_id} {face.emotion} {face.confidence:.0%}"
+    thick = max(1, int(s))
+    size = cv2.getTextSize(label, FONT, 0.55 * s, thick)[0]
+    _text(img, label, _label_origin(img.shape, face.box, size, s, list(panels)), 0.55 * s, color, thick)
+
+
+def draw_text_line(img: np.ndarray, text: str, row: int, color=(255, 255, 255)) -> np.ndarray:
+    """A line of text on a dark strip: row 0 is the status line at the top, 1, 2, ... below it, -1 the bottom line."""
+    s = _scale(img)
+    if row >= 0:
+        y, size, thick = int((22 + 22 * row) * s), (0.5 if row == 0 else 0.45) * s, max(1, int(s)) if row == 0 else 1
+    else:
+        y, size, thick = img.shape[0] - int((9 + 22 * (-row - 1)) * s), 0.45 * s, 1
+    _banner(img, text, (int(8 * s), y), size, color, thick)
+    return img
 
 
 def draw_frame(
@@ -108,13 +240,18 @@ def draw_frame(
 ) -> np.ndarray:
     """Draw every face of `result` on `img` in place (and a status line such as FPS and latency); returns `img`."""
     s = _scale(img)
-    taken: list[tuple[int, int, int, int]] = []
-    for face in sorted(result.faces, key=lambda f: f.track_id):
-        draw_face(img, face, s, config, taken)
+    faces = sorted(result.faces, key=lambda f: f.track_id)
+    places = {p.track_id: p for p in panel_layout(img.shape, result)} if config.panel else {}
+    for face in faces:
+        if face.track_id in places:
+            _leader(img, face.box, places[face.track_id], COLORS[face.emotion], s)
+            _draw_panel(img, face, places[face.track_id])
+    for face in faces:
+        draw_face(img, face, s, config, places.values())
     if status:
-        _text(img, status, (int(8 * s), int(22 * s)), 0.5 * s, (0, 255, 255), max(1, int(s)))
+        draw_text_line(img, status, 0, (0, 255, 255))
     if config.help_text:
-        _text(img, config.help_text, (int(8 * s), img.shape[0] - int(10 * s)), 0.45 * s, (255, 255, 255))
+        draw_text_line(img, config.help_text, -1)
     return img
 
 
@@ -123,6 +260,7 @@ def draw_boxes(img: np.ndarray, boxes, names: dict[int, str]) -> np.ndarray:
     s = _scale(img)
     for x1, y1, x2, y2, conf, cls in boxes:
         p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
-        cv2.rectangle(img, p1, p2, (255, 160, 0), max(1, int(s)), cv2.LINE_AA)
-        _text(img, f"{names.get(int(cls), int(cls))} {conf:.2f}", (p1[0], max(12, p1[1] - 4)), 0.45 * s, (255, 160, 0))
+        cv2.rectangle(img, p1, p2, OBJECT_COLOR, max(1, int(s)), cv2.LINE_AA)
+        name = names.get(int(cls), str(int(cls)))
+        _text(img, f"{name} {conf:.2f}", (p1[0] + int(3 * s), p1[1] + int(16 * s)), 0.45 * s, OBJECT_COLOR)
     return img

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emotion.overlay import OverlayConfig, draw_frame
+from emotion.overlay import OverlayConfig, draw_boxes, draw_frame
 from emotion.recognizer import EmotionRecognizer
 from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
 from emotion.sources import EmotionError, VideoSource, read_image
@@ -74,8 +74,12 @@ def run_video(
     overwrite: bool = True,
     progress: bool = True,
     overlay: OverlayConfig = OverlayConfig(),
+    objects=None,
 ) -> VideoSummary:
-    """Process a whole video: annotated video (if `output`), per-frame JSON (always), CSV (if `csv_path`)."""
+    """Process a whole video: annotated video (if `output`), per-frame JSON (always), CSV (if `csv_path`).
+
+    `objects` (an `emotion.objects.ObjectDetector`) adds its latest object boxes under the faces of the video.
+    """
     video = VideoSource(source)
     out = prepare_output(output, overwrite) if output else None
     jpath = prepare_output(json_path or default_json_path(out, video.info.path), overwrite)
@@ -92,6 +96,9 @@ def run_video(
                 sink.write(result)
             if writer:
                 with recognizer.timer("draw"):
+                    if objects is not None:
+                        objects.submit(frame, result.frame)
+                        draw_boxes(frame, objects.boxes, objects.names)
                     draw_frame(frame, result, overlay)
                 with recognizer.timer("encode"):
                     writer.write(frame)

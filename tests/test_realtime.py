@@ -1,0 +1,336 @@
+"""The real-time mode: a real window under Xvfb driven with xdotool, the headless loop, the one-frame capture buffer,
+stream reconnection and a missing camera; real MediaPipe and model on the shared clips."""
+
+import ctypes
+import ctypes.util
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion.labels import LABELS
+from emotion.overlay import COLORS, _scale_of, panel_layout
+from emotion.realtime import Captured, FrameGrabber, LatestFrame
+from emotion.results import FaceResult, FrameResult
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
+SINGLE = SHARED / "videos" / "single_face.mp4"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
+
+
+def start_cli(*args, cwd: Path, display: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    if display:
+        env["DISPLAY"] = display
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    """Poll `predicate` until it returns something truthy; fail with `what` (and the app's stderr) after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the app exited ({proc.returncode}) while waiting for {what}: {proc.stderr.read()}")
+        time.sleep(0.2)
+    if proc is not None:
+        proc.kill()
+        pytest.fail(f"timed out waiting for {what}: {proc.communicate()[1]}")
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def json_frames(path: Path) -> list:
+    """The frames of a results JSON being written (empty while it does not exist yet)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """Xvfb on a random free display number (low numbers may be taken by other sessions on the same machine)."""
+    for _ in range(10):
+        display = f":{random.randint(200, 5000)}"
+        if Path(f"/tmp/.X{display[1:]}-lock").exists():
+            continue
+        server = subprocess.Popen(
+            ["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while server.poll() is None and time.monotonic() < deadline:
+            if xdotool(display, "getdisplaygeometry"):
+                return server, display
+            time.sleep(0.1)
+        server.kill()
+        server.wait()
+    pytest.fail("could not start Xvfb")
+
+
+@pytest.fixture(scope="module")
+def xdisplay():
+    """A private Xvfb display; skips when Xvfb or xdotool is not installed (CI installs both)."""
+    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
+        pytest.skip("Xvfb and xdotool are needed for the window tests (apt-get install xvfb xdotool)")
+    server, display = start_xvfb()
+    yield display
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def xdotool(display: str, *args) -> str:
+    out = subprocess.run(
+        ["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip()
+
+
+def find_window(display: str, proc: subprocess.Popen) -> str:
+    ids = wait_for(lambda: xdotool(display, "search", "--name", "^emotion$"), 90, "the window", proc)
+    return ids.split()[-1]
+
+
+def close_window(display: str, window: str) -> None:
+    """Ask the window to close as a window manager's close button does (a WM_DELETE_WINDOW client message)."""
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [
+            ("type", ctypes.c_int),
+            ("serial", ctypes.c_ulong),
+            ("send_event", ctypes.c_int),
+            ("display", ctypes.c_void_p),
+            ("window", ctypes.c_ulong),
+            ("message_type", ctypes.c_ulong),
+            ("format", ctypes.c_int),
+            ("data", ctypes.c_long * 5),
+            ("pad", ctypes.c_long * 12),
+        ]
+
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11"))
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    x11.XFlush.argtypes = x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    dpy = x11.XOpenDisplay(display.encode())
+    assert dpy, f"cannot open X display {display}"
+    event = ClientMessage(type=33, window=int(window), format=32)  # 33 = ClientMessage
+    event.message_type = x11.XInternAtom(dpy, b"WM_PROTOCOLS", 0)
+    event.data[0] = x11.XInternAtom(dpy, b"WM_DELETE_WINDOW", 0)
+    x11.XSendEvent(dpy, int(window), 0, 0, ctypes.byref(event))
+    x11.XFlush(dpy)
+    x11.XCloseDisplay(dpy)
+
+
+def result_from_json(record: dict) -> FrameResult:
+    faces = []
+    for f in record["faces"]:
+        probs = np.array([f["probabilities"][name] for name in LABELS])
+        faces.append(FaceResult(f["id"], tuple(f["box"]), probs, f["valence"], f["arousal"], probs, 0.0, 0.0))
+    return FrameResult(record["frame"], record["time"], faces)
+
+
+def color_share(img: np.ndarray, rect, color, tol: int = 40) -> float:
+    """Fraction of the pixels in rect (x, y, w, h) within `tol` of a BGR colour."""
+    x, y, w, h = rect
+    roi = img[max(y, 0) : y + h, max(x, 0) : x + w].astype(int)
+    return float((np.abs(roi - np.array(color)).max(axis=2) <= tol).mean()) if roi.size else 0.0
+
+
+@needs_shared
+def test_window_screenshot_shows_the_overlay_and_q_quits(xdisplay, tmp_path):
+    proc = start_cli(
+        "--realtime", "--source", WOLFGANG, "--save-dir", tmp_path / "shots", "--output", tmp_path / "session.mp4",
+        cwd=tmp_path, display=xdisplay,
+    )
+    window = find_window(xdisplay, proc)
+    wait_for(lambda: len(json_frames(tmp_path / "session_results.json")) >= 40, 60, "40 processed frames", proc)
+    xdotool(xdisplay, "key", "--window", window, "s")
+    shot = wait_for(lambda: sorted((tmp_path / "shots").glob("*.json")), 30, "the screenshot", proc)[0]
+    xdotool(xdisplay, "key", "--window", window, "q")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "saved screenshot" in out and "latency capture to display: median" in out
+
+    img = cv2.imread(str(shot.with_suffix(".png")))
+    assert img is not None and img.shape == (360, 640, 3)
+    record = json.loads(shot.read_text())
+    assert len(record["faces"]) == 1, record
+    face = record["faces"][0]
+    [place] = panel_layout(img.shape, result_from_json(record))
+    for i, name in enumerate(LABELS):
+        bx, by, bw, bh = place.bar(i)
+        filled = color_share(img, (bx, by + 1, bw, bh - 2), COLORS[name])
+        assert abs(filled - face["probabilities"][name]) < 0.1, (name, filled, face["probabilities"][name])
+    x, y, w, h = face["box"]
+    s = _scale_of(img.shape)
+    strips = [(x, y - int(22 * s), int(150 * s), int(18 * s)), (x, y + h + 4, int(150 * s), int(20 * s)),
+              (x + 4, y + 4, int(150 * s), int(18 * s))]
+    assert max(color_share(img, r, COLORS[face["emotion"]]) for r in strips) > 0.05, "no label text at the face"
+    assert color_share(img, (0, 0, 300, int(30 * s)), (0, 255, 255), tol=60) > 0.02, "no status line"
+    assert color_share(img, (0, 360 - int(24 * s), 300, int(24 * s)), (255, 255, 255), tol=60) > 0.02, "no help line"
+
+    frames = json_frames(tmp_path / "session_results.json")
+    video = cv2.VideoCapture(str(tmp_path / "session.mp4"))
+    assert len(frames) >= 40 and video.get(cv2.CAP_PROP_FRAME_COUNT) >= len(frames)
+
+
+@needs_shared
+def test_keys_record_pause_objects_and_closing_the_window_exits_cleanly(xdisplay, tmp_path):
+    proc = start_cli(
+        "--realtime", "--source", WOLFGANG, "--save-dir", tmp_path, "--yolo-weights", "yolov8n.yaml",
+        "--json", tmp_path / "session.json", cwd=tmp_path, display=xdisplay,
+    )
+    window = find_window(xdisplay, proc)
+    wait_for(lambda: len(json_frames(tmp_path / "session.json")) >= 10, 60, "10 processed frames", proc)
+    for key in ("r", "o", "h"):
+        xdotool(xdisplay, "key", "--window", window, key)
+    recording = wait_for(lambda: sorted(tmp_path.glob("emotion_*_results.json")), 30, "the recording", proc)[0]
+    wait_for(lambda: len(json_frames(recording)) >= 20, 60, "20 recorded frames", proc)
+    xdotool(xdisplay, "key", "--window", window, "space")
+    time.sleep(1.0)
+    paused_at = len(json_frames(recording))
+    time.sleep(1.5)
+    assert len(json_frames(recording)) == paused_at, "frames were processed while paused"
+    xdotool(xdisplay, "key", "--window", window, "space")
+    wait_for(lambda: len(json_frames(recording)) > paused_at, 30, "frames after resuming", proc)
+    close_window(xdisplay, window)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "recording to" in out and "object boxes on" in out
+
+    frames = json.loads(recording.read_text())
+    indices = [f["frame"] for f in frames]
+    assert indices == sorted(set(indices)) and len(frames) > paused_at
+    video = cv2.VideoCapture(str(recording.with_name(recording.name.replace("_results.json", ".mp4"))))
+    ok, first = video.read()
+    assert ok and first.shape == (360, 640, 3) and video.get(cv2.CAP_PROP_FRAME_COUNT) >= len(frames)
+
+
+@needs_shared
+def test_sigterm_while_recording_headless_leaves_complete_outputs(tmp_path):
+    proc = start_cli(
+        "--realtime", "--headless", "--no-sync", "--source", WOLFGANG, "--output", tmp_path / "live.mp4",
+        "--csv", tmp_path / "live.csv", cwd=tmp_path,
+    )
+    wait_for(lambda: len(json_frames(tmp_path / "live_results.json")) >= 25, 90, "25 frames", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+
+    frames = json.loads((tmp_path / "live_results.json").read_text())
+    assert [f["frame"] for f in frames] == list(range(len(frames))), "--no-sync must process every frame in order"
+    assert all(abs(f["time"] - f["frame"] / 23.976) < 1e-3 for f in frames)
+    video = cv2.VideoCapture(str(tmp_path / "live.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+    ok, first = video.read()
+    assert ok and first.shape == (360, 640, 3)
+    rows = (tmp_path / "live.csv").read_text().splitlines()
+    assert len(rows) >= len(frames) + 1
+
+
+def test_missing_camera_is_a_clear_error(tmp_path):
+    proc = start_cli("--realtime", "--headless", "--source", "0", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("this machine has a camera at index 0")
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no camera at index 0"), err
+
+
+def test_latest_frame_keeps_only_the_newest():
+    buf = LatestFrame()
+    frames = [Captured(i, i / 30, time.perf_counter(), np.full((2, 2, 3), i, np.uint8)) for i in range(4)]
+    for f in frames[:3]:
+        assert buf.put(f)
+    assert buf.take(0.1).index == 2 and buf.dropped == 2
+    assert buf.take(0.01) is None
+    got = []
+    reader = threading.Timer(0.3, lambda: got.append(buf.take(1.0)))
+    reader.start()
+    assert buf.put(frames[0]) and buf.put(frames[3], wait=True)  # waits until the reader took frame 0
+    reader.join()
+    assert got[0].index == 0 and buf.dropped == 2 and buf.take(0.1).index == 3
+    buf.close()
+    assert buf.finished and not buf.put(frames[0])
+
+
+@needs_shared
+def test_file_without_sync_delivers_every_frame_in_order():
+    grabber = FrameGrabber(str(SINGLE), sync=False).start()
+    indices = []
+    try:
+        while not grabber.finished:
+            cap = grabber.read(1.0)
+            if cap is not None:
+                indices.append(cap.index)
+                assert cap.frame.shape == (360, 640, 3) and cap.time == pytest.approx(cap.index / 30.0)
+    finally:
+        grabber.close()
+    assert indices == list(range(72)) and grabber.buffer.dropped == 0 and grabber.error is None
+
+
+@needs_shared
+def test_stream_is_reopened_after_a_drop_and_given_up_when_gone():
+    cap = cv2.VideoCapture(str(SINGLE))
+    jpegs = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(20)]
+    cap.release()
+
+    class MJPEG(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for jpg in jpegs:  # then the connection drops, as when a camera or network hiccups
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg))
+                self.wfile.write(jpg + b"\r\n")
+                time.sleep(0.02)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MJPEG)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    grabber = FrameGrabber(url, reconnect_timeout=1.5).start()
+    got = 0
+    try:
+        while got < 30:
+            got += grabber.read(2.0) is not None
+            assert not grabber.finished, grabber.error
+        assert grabber.reconnects >= 1
+        server.shutdown()
+        server.server_close()
+        deadline = time.monotonic() + 20
+        while not grabber.finished and time.monotonic() < deadline:
+            grabber.read(0.2)
+    finally:
+        grabber.close()
+        server.server_close()
+    assert grabber.finished and "did not come back within 1.5 s" in grabber.error
