@@ -1,0 +1,137 @@
+"""Exported models compute what eager PyTorch computes: ONNX and TorchScript files, and ONNX Runtime streaming."""
+
+import numpy as np
+import pytest
+import torch
+
+from emotion.export import (
+    DEFAULT_ONNX,
+    OnnxStreamer,
+    StreamStep,
+    TorchStreamer,
+    create_streamer,
+    export_onnx,
+    export_torchscript,
+    row_size,
+)
+from emotion.model import ModelConfig, create_model, default_model
+from emotion.sources import EmotionError
+
+pytest.importorskip("onnxruntime")
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def trained_like() -> torch.nn.Module:
+    """The pretrained model with non-zero residual heads, so every temporal layer reaches the outputs."""
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(), pretrained=True)
+    with torch.no_grad():
+        for layer in (model.logit_residual, model.affect_residual):
+            layer.weight.normal_(0, 0.3)
+            layer.bias.normal_(0, 0.3)
+    return model.eval()
+
+
+def _inputs(model, n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    return (
+        torch.rand(n, c.in_chans, c.crop_size, c.crop_size, generator=g) * 2 - 1,
+        torch.randn(n, c.landmarks, c.landmark_dims, generator=g),
+        torch.randn(n, c.window - 1, row_size(model), generator=g),
+    )
+
+
+def _stream(streamer, frames: int = 40, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Faces entering and leaving over `frames` frames (histories from 1 to beyond the window), one step each."""
+    g = np.random.default_rng(seed)
+    state, outs = streamer.init_state(), []
+    for t in range(frames):
+        ids = [i for i in range(5) if (t + 2 * i) % 9 != 0] if t > 3 else [0, 1]
+        crops = g.uniform(-1, 1, (len(ids), 1, 64, 64)).astype(np.float32)
+        landmarks = g.normal(size=(len(ids), 468, 3)).astype(np.float32)
+        outs.append(streamer.step(state, crops, landmarks, ids))
+        state.retain(ids)
+    return outs
+
+
+def test_onnx_step_equals_eager_for_several_batch_sizes(trained_like):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(export_onnx(trained_like), providers=["CPUExecutionProvider"])
+    for n in (1, 3, 7):
+        inputs = _inputs(trained_like, n, seed=n)
+        with torch.inference_mode():
+            want = StreamStep(trained_like)(*inputs)
+        got = session.run(None, dict(zip(("crops", "landmarks", "history"), (x.numpy() for x in inputs))))
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == tuple(w.shape)
+            np.testing.assert_allclose(g, w.numpy(), atol=TOLERANCE, rtol=0)
+
+
+def test_onnx_streaming_equals_eager_streaming(trained_like):
+    onnx_outs = _stream(OnnxStreamer(trained_like))
+    torch_outs = _stream(TorchStreamer(trained_like, torch.device("cpu")))
+    assert len(onnx_outs) == len(torch_outs) == 40
+    for a, b in zip(onnx_outs, torch_outs):
+        for key in ("logits", "valence", "arousal"):
+            np.testing.assert_allclose(a[key], b[key], atol=TOLERANCE, rtol=0)
+
+
+def test_torchscript_export_equals_eager(trained_like, tmp_path):
+    path = export_torchscript(trained_like, tmp_path / "step.pt")
+    loaded = torch.jit.load(str(path))
+    inputs = _inputs(trained_like, 4, seed=4)
+    with torch.inference_mode():
+        want = StreamStep(trained_like)(*inputs)
+        got = loaded(*inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=TOLERANCE, rtol=0)
+
+
+def test_committed_default_export_matches_the_default_model():
+    """models/stnet.onnx must compute the default model; if this fails, run `python main.py --export onnx`."""
+    assert DEFAULT_ONNX.is_file(), "models/stnet.onnx is missing: run `python main.py --export onnx`"
+    streamer = OnnxStreamer(default_model(), DEFAULT_ONNX)
+    assert streamer.source == str(DEFAULT_ONNX)
+
+
+def test_an_export_of_another_model_is_not_trusted(trained_like, tmp_path):
+    """A file exported from different weights fails the probe and is replaced by a fresh in-memory export."""
+    stale = tmp_path / "stale.onnx"
+    export_onnx(trained_like, stale)
+    streamer = OnnxStreamer(default_model(), stale)
+    assert streamer.source == "memory"
+
+
+def test_backend_choice():
+    model = default_model()
+    cpu = torch.device("cpu")
+    assert isinstance(create_streamer(model, cpu, "auto", DEFAULT_ONNX), OnnxStreamer)
+    assert isinstance(create_streamer(model, cpu, "torch"), TorchStreamer)
+    with pytest.raises(EmotionError, match="unknown backend"):
+        create_streamer(model, cpu, "tensorrt")
+
+
+def test_recognizer_backends_agree_on_a_real_clip(shared_data):
+    """Real MediaPipe faces through both runtimes: the same raw probabilities, valence and arousal per frame."""
+    from emotion.recognizer import EmotionRecognizer
+    from emotion.sources import VideoSource
+
+    results, threads = {}, torch.get_num_threads()  # the recognizer sets one thread; other tests expect the default
+    for backend in ("onnx", "torch"):
+        with EmotionRecognizer(device="cpu", backend=backend) as rec, VideoSource(
+            shared_data / "videos" / "single_face.mp4"
+        ) as video:
+            assert rec.backend == backend
+            results[backend] = [rec.step(frame, i, t).faces for (i, t, frame), _ in zip(video, range(40))]
+    torch.set_num_threads(threads)
+    faces = sum(len(f) for f in results["onnx"])
+    assert faces >= 30
+    for a, b in zip(results["onnx"], results["torch"], strict=True):
+        assert [f.track_id for f in a] == [f.track_id for f in b]
+        for fa, fb in zip(a, b):
+            np.testing.assert_allclose(fa.raw_probabilities, fb.raw_probabilities, atol=TOLERANCE, rtol=0)
+            assert abs(fa.raw_valence - fb.raw_valence) < TOLERANCE and abs(fa.raw_arousal - fb.raw_arousal) < TOLERANCE
