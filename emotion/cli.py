@@ -190,6 +190,8 @@ def _check_training_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
     for name in ("workers", "batch_size", "epochs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be 1 or more")
+    if args.train and args.from_scratch and args.weights:
+        p.error("--from-scratch and --weights exclude each other (--weights fine-tunes that checkpoint)")
     if args.loader_workers < 0 or args.patience < 0 or args.freeze_backbone_epochs < 0:
         p.error("--loader-workers, --patience and --freeze-backbone-epochs must be 0 or more")
 

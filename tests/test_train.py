@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emotion.data import PrepConfig, make_synthetic_dataset
 from emotion.model import create_model, load_checkpoint, save_checkpoint
@@ -76,6 +77,10 @@ def test_synthetic_training_learns_and_resumes(tmp_path, synthetic):
     assert load_checkpoint(result["last"])[2]["train_state"]["epoch"] == 4
     run_dir = Path(result["run_dir"])
     assert run_dir.name == "syn-1" and list(run_dir.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert {"train/loss", "train/lr", "val/uar", "val/ccc_valence"} <= set(events.Tags()["scalars"])
+    assert len(events.Images("val/confusion")) == 5
     assert json.loads((run_dir / "val_metrics.json").read_text())["accuracy"] >= 0.99
     assert (run_dir / "confusion.png").is_file()
 
