@@ -72,6 +72,12 @@ class _QuietGraph:
     def reset(self) -> None:
         with _quiet_native_stderr():
             self._graph.reset()
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait until the new graph has opened its calculators: their start-up warnings come from MediaPipe's own
+        threads, so without this they could land on the terminal after the quiet window has closed."""
+        self._graph._graph.wait_until_idle()
 
     def close(self) -> None:
         self._graph.close()
@@ -316,6 +322,9 @@ class FaceAnalyzer:
                         min_tracking_confidence=config.min_tracking_confidence,
                     )
                 )
+            for graph in (self._full_range, self._short_range, self._crop_mesh, self._mesh):
+                if graph is not None:
+                    graph.settle()
 
     def __enter__(self) -> FaceAnalyzer:
         return self

@@ -55,6 +55,12 @@ class StageTimer:
             self.count[stage] += 1
             self.last[stage] = ms
 
+    def add(self, stage: str, ms: float) -> None:
+        """Record a time measured elsewhere (e.g. on the decode or encode thread)."""
+        self.total[stage] += ms
+        self.count[stage] += 1
+        self.last[stage] = ms
+
     def mean(self) -> dict[str, float]:
         return {k: self.total[k] / self.count[k] for k in self.total}
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from emotion.overlay import OverlayConfig, draw_boxes, draw_frame
-from emotion.recognizer import EmotionRecognizer
+from emotion.recognizer import EmotionRecognizer, StageTimer
+from emotion.results import FrameResult
 from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
 from emotion.sources import EmotionError, VideoSource, read_image
 
@@ -60,6 +64,101 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
+class FramePrefetcher:
+    """Reads a VideoSource on its own thread, a few frames ahead, so decoding overlaps the face stage and the model.
+
+    Frames come out in order; `close()` stops and joins the thread (call it before closing the video).
+    """
+
+    def __init__(self, video: VideoSource, timer: StageTimer | None = None, depth: int = 4):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(video, timer), name="decode", daemon=True)
+        self._thread.start()
+
+    def _run(self, video: VideoSource, timer: StageTimer | None) -> None:
+        try:
+            frames = iter(video)
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                item = next(frames, None)
+                if item is not None and timer is not None:
+                    timer.add("decode", (time.perf_counter() - t0) * 1000.0)
+                self._put(item)
+                if item is None:
+                    return
+        except BaseException as exc:  # handed to the reading thread
+            self._error = exc
+            self._put(None)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.05)
+
+
+class EncodeThread:
+    """Draws (with `draw(frame, result)`, if given) and writes frames to a VideoWriter on its own thread, in order,
+    overlapping the next frames' face stage and model. `close()` finishes every queued frame and closes the file,
+    so an interrupted run still leaves a complete, playable video."""
+
+    def __init__(
+        self,
+        writer: VideoWriter,
+        timer: StageTimer | None = None,
+        draw: Callable[[np.ndarray, FrameResult], None] | None = None,
+        depth: int = 4,
+    ):
+        self.writer = writer
+        self._timer = timer or StageTimer()
+        self._draw = draw
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            frame, result = item
+            if self._draw is not None and result is not None:
+                t0 = time.perf_counter()
+                self._draw(frame, result)
+                self._timer.add("draw", (time.perf_counter() - t0) * 1000.0)
+            t0 = time.perf_counter()
+            self.writer.write(frame)
+            self._timer.add("encode", (time.perf_counter() - t0) * 1000.0)
+
+    def write(self, frame: np.ndarray, result: FrameResult | None = None) -> None:
+        """Queue a frame (and the result to draw on it); the frame must not be changed by the caller afterwards."""
+        self._queue.put((frame, result))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self.writer.close()
+
+
 def default_json_path(output: Path | None, source: Path) -> Path:
     """`<output name>_results.json` beside the output video, or `<source name>_results.json` in the working folder."""
     return output.with_name(output.stem + "_results.json") if output else Path(source.stem + "_results.json")
@@ -78,6 +177,8 @@ def run_video(
 ) -> VideoSummary:
     """Process a whole video: annotated video (if `output`), per-frame JSON (always), CSV (if `csv_path`).
 
+    Decoding and video encoding run on their own threads, overlapping the face stage and model on the main thread.
+
     `objects` (an `emotion.objects.ObjectDetector`) adds its latest object boxes under the faces of the video.
     """
     video = VideoSource(source)
@@ -85,23 +186,29 @@ def run_video(
     jpath = prepare_output(json_path or default_json_path(out, video.info.path), overwrite)
     cpath = prepare_output(csv_path, overwrite) if csv_path else None
     summary = VideoSummary(video.info.path, outputs=[p for p in (out, jpath, cpath) if p])
-    writer, sinks = None, []
+    writer, sinks, frames = None, [], None
+
+    def draw(frame: np.ndarray, result: FrameResult) -> None:
+        if objects is not None:
+            objects.submit(frame, result.frame)
+            draw_boxes(frame, objects.boxes, objects.names)
+        draw_frame(frame, result, overlay)
+
+    recognizer.reset()
     try:
-        writer = VideoWriter(out, video.info.fps, (video.info.width, video.info.height)) if out else None
+        if out:
+            size = (video.info.width, video.info.height)
+            writer = EncodeThread(VideoWriter(out, video.info.fps, size), recognizer.timer, draw)
         sinks = [JsonWriter(jpath)] + ([CsvWriter(cpath)] if cpath else [])
         bar = tqdm(total=video.info.frame_count or None, unit="frame", desc=video.info.path.name, disable=not progress)
         t0 = time.perf_counter()
-        for result, frame in recognizer.process_video(video):
+        frames = FramePrefetcher(video, recognizer.timer)
+        for index, timestamp, frame in frames:
+            result = recognizer.step(frame, index, timestamp)
             for sink in sinks:
                 sink.write(result)
             if writer:
-                with recognizer.timer("draw"):
-                    if objects is not None:
-                        objects.submit(frame, result.frame)
-                        draw_boxes(frame, objects.boxes, objects.names)
-                    draw_frame(frame, result, overlay)
-                with recognizer.timer("encode"):
-                    writer.write(frame)
+                writer.write(frame, result)
             summary.frames += 1
             summary.faces += len(result.faces)
             if result.faces:
@@ -111,6 +218,8 @@ def run_video(
         summary.seconds = time.perf_counter() - t0
         bar.close()
     finally:
+        if frames is not None:
+            frames.close()
         for sink in [*sinks, writer] if writer else sinks:
             sink.close()
         video.close()
