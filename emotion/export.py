@@ -109,9 +109,9 @@ def export_torchscript(model: STNet, path: str | Path) -> Path:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(StreamStep(model).eval(), _example_inputs(model), check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
     model.train(was_training)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
     _write_atomic(Path(path), buffer.getvalue())
     return Path(path)
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from clitools import cli
 
 from emotion.export import (
     DEFAULT_ONNX,
@@ -135,3 +136,11 @@ def test_recognizer_backends_agree_on_a_real_clip(shared_data):
         for fa, fb in zip(a, b):
             np.testing.assert_allclose(fa.raw_probabilities, fb.raw_probabilities, atol=TOLERANCE, rtol=0)
             assert abs(fa.raw_valence - fb.raw_valence) < TOLERANCE and abs(fa.raw_arousal - fb.raw_arousal) < TOLERANCE
+
+
+def test_cli_export_writes_a_file_the_recognizer_trusts(tmp_path):
+    target = tmp_path / "step.onnx"
+    proc = cli("--export", "onnx", "--output", target)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {target}" in proc.stdout
+    assert OnnxStreamer(default_model(), target).source == str(target)
