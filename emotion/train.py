@@ -349,6 +349,9 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ckpt_dir = Path(config.models_dir) / config.name
     best_path, last_path = ckpt_dir / "best.pt", ckpt_dir / "last.pt"
+    if env.main:
+        for stale in ckpt_dir.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by a kill; the final files are whole
+            stale.unlink(missing_ok=True)
     start_epoch, best, bad_epochs, history, run_dir = 0, -math.inf, 0, [], None
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
