@@ -489,7 +489,6 @@ def _analyzer(prep: PrepConfig):
     from emotion.face import FaceAnalyzer, FaceConfig
 
     if prep not in _ANALYZERS:
-        cv2.setNumThreads(1)
         config = FaceConfig(max_faces=prep.max_faces, max_side=prep.max_side)
         _ANALYZERS[prep] = FaceAnalyzer(config, static=False)
     analyzer = _ANALYZERS[prep]
@@ -548,7 +547,9 @@ def _extract_to_cache(source: str, prep: PrepConfig, face: str, path: str) -> tu
 
 
 def _init_worker() -> None:
+    """Preprocessing worker process: one thread each for PyTorch and OpenCV, so N workers use N cores."""
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     os.environ.setdefault("GLOG_minloglevel", "2")
 
 

@@ -242,13 +242,22 @@ class EvalConfig:
 
 def run(config: EvalConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset: prints the metrics and confusion matrix, writes JSON and a PNG."""
-    from emotion.data import ClipDataset, PrepConfig, assign_splits, load_dataset, preprocess
-    from emotion.model import default_model, load_checkpoint
     from emotion.recognizer import resolve_device
 
     device = resolve_device(config.device)
+    threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    try:
+        return _evaluate(config, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    from emotion.data import ClipDataset, PrepConfig, assign_splits, load_dataset, preprocess
+    from emotion.model import default_model, load_checkpoint
+
     if config.weights:
         model, model_config, extra = load_checkpoint(config.weights, device)
     else:

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,9 @@ class _Dist:
             self.device = torch.device("cuda", local)
             torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            # Generous timeout: ranks wait at a barrier while others finish their share of preprocessing.
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(hours=12))
 
     @property
     def main(self) -> bool:
@@ -268,9 +271,11 @@ def run(config: TrainConfig, on_epoch_end: Callable[[int, dict[str, Any]], None]
     on_epoch_end(epoch, metrics) is called on every process after each epoch's checkpoints are written.
     """
     env = _Dist(config.device)
+    threads = torch.get_num_threads()
     try:
         return _run(config, env, on_epoch_end)
     finally:
+        torch.set_num_threads(threads)
         env.close()
 
 
