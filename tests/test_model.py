@@ -180,7 +180,7 @@ def test_forward_temporal_last_steps_equal_the_full_output(t, last):
         cache = model.forward_features(x, lm)
         full, tail = model.forward_temporal(cache), model.forward_temporal(cache, last=last)
     assert tail["logits"].shape == (2, last, len(LABELS))
-    assert max_diff({k: v[:, -last:] for k, v in full.items()}, tail) < 1e-6
+    assert max_diff({k: v[:, -last:] for k, v in full.items()}, tail) < 1e-5
 
 
 def test_streaming_equals_whole_clip_and_batches_tracks_of_different_lengths():
