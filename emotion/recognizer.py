@@ -168,15 +168,25 @@ class EmotionRecognizer:
 
     def step(self, frame: np.ndarray, index: int = 0, timestamp: float = 0.0) -> FrameResult:
         """Process the next frame of a stream: faces are tracked and each track's ring buffer grows by one frame."""
+        frame, faces = self.detect(frame)
+        return self.classify(frame, faces, index, timestamp)
+
+    def detect(self, frame: np.ndarray) -> tuple[np.ndarray, list[Face]]:
+        """The face stage of `step` (tracking): the frame as BGR and its faces, for `classify`.
+
+        `detect` and `classify` may run on two threads (a pipeline), each called in frame order.
+        """
         frame = to_bgr(frame)
         with self.timer("face"):
-            faces = self._faces(frame, static=False)
+            return frame, self._faces(frame, static=False)
+
+    def classify(self, frame: np.ndarray, faces: list[Face], index: int = 0, timestamp: float = 0.0) -> FrameResult:
+        """The model and smoothing part of `step` for the faces `detect` found in `frame`."""
         with self.timer("model"):
             outputs = self._infer(frame, faces, self._state)
         with self.timer("smoothing"):
             self._forget_lost_tracks(faces)
-            result = FrameResult(index, timestamp, self._results(faces, outputs, smooth=True))
-        return result
+            return FrameResult(index, timestamp, self._results(faces, outputs, smooth=True))
 
     def predict_image(self, image: np.ndarray) -> FrameResult:
         """Detect every face in a still image from scratch and classify it from this single frame."""

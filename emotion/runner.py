@@ -118,7 +118,45 @@ class FramePrefetcher:
                 self._thread.join(timeout=0.05)
 
 
-class EncodeThread:
+class OrderedWorker:
+    """Calls `work(*item)` for queued items on its own thread, in order (a bounded queue applies back-pressure).
+
+    An exception in `work` is raised on the caller's next `put` or on `close`; `close()` first finishes every queued
+    item, so an interrupted run still gets the results of the frames already handed over.
+    """
+
+    def __init__(self, work: Callable[..., None], name: str, depth: int = 4):
+        self._work = work
+        self._error: BaseException | None = None
+        self._closed = False
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._work(*item)
+                except BaseException as exc:  # raised on the caller's thread
+                    self._error = exc
+
+    def put(self, *item) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Finish the queued items and stop the thread (once); re-raise a failure of `work` if `raise_error`."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
+
+
+class EncodeThread(OrderedWorker):
     """Draws (with `draw(frame, result)`, if given) and writes frames to a VideoWriter on its own thread, in order,
     overlapping the next frames' face stage and model. `close()` finishes every queued frame and closes the file,
     so an interrupted run still leaves a complete, playable video."""
@@ -133,30 +171,27 @@ class EncodeThread:
         self.writer = writer
         self._timer = timer or StageTimer()
         self._draw = draw
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, name="encode", daemon=True)
-        self._thread.start()
+        super().__init__(self._encode, "encode", depth)
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            frame, result = item
-            if self._draw is not None and result is not None:
-                t0 = time.perf_counter()
-                self._draw(frame, result)
-                self._timer.add("draw", (time.perf_counter() - t0) * 1000.0)
+    def _encode(self, frame: np.ndarray, result: FrameResult | None) -> None:
+        if self._draw is not None and result is not None:
             t0 = time.perf_counter()
-            self.writer.write(frame)
-            self._timer.add("encode", (time.perf_counter() - t0) * 1000.0)
+            self._draw(frame, result)
+            self._timer.add("draw", (time.perf_counter() - t0) * 1000.0)
+        t0 = time.perf_counter()
+        self.writer.write(frame)
+        self._timer.add("encode", (time.perf_counter() - t0) * 1000.0)
 
     def write(self, frame: np.ndarray, result: FrameResult | None = None) -> None:
         """Queue a frame (and the result to draw on it); the frame must not be changed by the caller afterwards."""
-        self._queue.put((frame, result))
+        self.put(frame, result)
 
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self.writer.close()
+    def close(self, raise_error: bool = True) -> None:
+        """Finish the queued frames and close the file."""
+        try:
+            super().close(raise_error)
+        finally:
+            self.writer.close()
 
 
 def default_json_path(output: Path | None, source: Path) -> Path:
@@ -177,7 +212,8 @@ def run_video(
 ) -> VideoSummary:
     """Process a whole video: annotated video (if `output`), per-frame JSON (always), CSV (if `csv_path`).
 
-    Decoding and video encoding run on their own threads, overlapping the face stage and model on the main thread.
+    A pipeline of threads with bounded queues, in frame order: decoding; the face stage (the calling thread); the
+    model, smoothing and JSON/CSV; drawing and encoding the annotated video.
 
     `objects` (an `emotion.objects.ObjectDetector`) adds its latest object boxes under the faces of the video.
     """
@@ -186,13 +222,26 @@ def run_video(
     jpath = prepare_output(json_path or default_json_path(out, video.info.path), overwrite)
     cpath = prepare_output(csv_path, overwrite) if csv_path else None
     summary = VideoSummary(video.info.path, outputs=[p for p in (out, jpath, cpath) if p])
-    writer, sinks, frames = None, [], None
+    writer, sinks, frames, model = None, [], None, None
 
     def draw(frame: np.ndarray, result: FrameResult) -> None:
         if objects is not None:
             objects.submit(frame, result.frame)
             draw_boxes(frame, objects.boxes, objects.names)
         draw_frame(frame, result, overlay)
+
+    def classify(frame: np.ndarray, faces: list, index: int, timestamp: float) -> None:
+        result = recognizer.classify(frame, faces, index, timestamp)
+        for sink in sinks:
+            sink.write(result)
+        if writer:
+            writer.write(frame, result)
+        summary.frames += 1
+        summary.faces += len(result.faces)
+        if result.faces:
+            summary.frames_with_faces += 1
+            summary.emotions[result.main_face.emotion] += 1
+        bar.update(1)
 
     recognizer.reset()
     try:
@@ -203,25 +252,23 @@ def run_video(
         bar = tqdm(total=video.info.frame_count or None, unit="frame", desc=video.info.path.name, disable=not progress)
         t0 = time.perf_counter()
         frames = FramePrefetcher(video, recognizer.timer)
+        model = OrderedWorker(classify, "model")
         for index, timestamp, frame in frames:
-            result = recognizer.step(frame, index, timestamp)
-            for sink in sinks:
-                sink.write(result)
-            if writer:
-                writer.write(frame, result)
-            summary.frames += 1
-            summary.faces += len(result.faces)
-            if result.faces:
-                summary.frames_with_faces += 1
-                summary.emotions[result.main_face.emotion] += 1
-            bar.update(1)
+            model.put(*recognizer.detect(frame), index, timestamp)
+        model.close()
+        if writer:
+            writer.close()  # the frames still queued count in the time
         summary.seconds = time.perf_counter() - t0
         bar.close()
     finally:
         if frames is not None:
             frames.close()
-        for sink in [*sinks, writer] if writer else sinks:
+        if model is not None:
+            model.close(raise_error=False)
+        for sink in sinks:
             sink.close()
+        if writer:
+            writer.close(raise_error=False)
         video.close()
     summary.stages_ms = recognizer.timer.mean()
     summary.skipped = video.skipped
