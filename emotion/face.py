@@ -14,6 +14,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import mediapipe as mp
@@ -102,14 +103,26 @@ class FaceConfig:
 
 @dataclass
 class Face:
-    """One face in one frame."""
+    """One face in one frame; `landmarks_norm` and `crop` are computed on first use (e.g. on the model's thread),
+    so the frame must stay unchanged until then."""
 
     track_id: int  # stable across frames in video mode; in image mode 0.. from left to right
     box: tuple[int, int, int, int]  # x, y, w, h in px: bounds of the landmarks, clipped to the image
     score: float  # [0, 1], latest detector score of this face (min_detection_confidence before any detector saw it)
     landmarks: np.ndarray  # (L, 3) float32: x, y in px, z in px scale (MediaPipe z * width)
-    landmarks_norm: np.ndarray  # (L, 3) float32, see normalize_landmarks
-    crop: np.ndarray  # (S, S) uint8 grayscale, eyes level, brows to chin (see align_crop)
+    frame: np.ndarray = field(repr=False, compare=False)  # the image the face is in, source of the crop
+    crop_size: int = 64  # px, side of `crop`
+    margin: float = DEFAULT_MARGIN  # see align_crop
+
+    @cached_property
+    def landmarks_norm(self) -> np.ndarray:
+        """(L, 3) float32, see normalize_landmarks."""
+        return normalize_landmarks(self.landmarks)
+
+    @cached_property
+    def crop(self) -> np.ndarray:
+        """(S, S) uint8 grayscale, eyes level, brows to chin (see align_crop)."""
+        return align_crop(self.frame, self.landmarks, self.crop_size, self.margin)
 
 
 @dataclass
@@ -379,8 +392,9 @@ class FaceAnalyzer:
             box=(x0, y0, x1 - x0, y1 - y0),
             score=float(score),
             landmarks=landmarks,
-            landmarks_norm=normalize_landmarks(landmarks),
-            crop=align_crop(frame, landmarks, self.config.crop_size, self.config.margin),
+            frame=frame,
+            crop_size=self.config.crop_size,
+            margin=self.config.margin,
         )
 
     def _track(self, rgb: np.ndarray) -> list[tuple[int, _Candidate, float]]:
