@@ -145,20 +145,6 @@ def mesh_fps(frames: list[np.ndarray]) -> float:
     return len(frames) / seconds
 
 
-def crop_align_ms(frames: list[np.ndarray], limit: int = 200) -> float:
-    """Part of the face stage: aligned crop and normalised landmarks per frame (ms), on the faces FaceMesh found."""
-    from emotion.face import FaceAnalyzer, FaceConfig, align_crop, normalize_landmarks
-
-    with FaceAnalyzer(FaceConfig()) as analyzer:
-        found = [(frame, [f.landmarks for f in analyzer(frame)]) for frame in frames[:limit]]
-    t0 = time.perf_counter()
-    for frame, faces in found:
-        for landmarks in faces:
-            align_crop(frame, landmarks)
-            normalize_landmarks(landmarks)
-    return (time.perf_counter() - t0) * 1000.0 / len(found)
-
-
 def pipeline(recognizer, path: Path, folder: Path, video: bool) -> tuple[float, dict[str, float]]:
     """Figures 3 and 4: `--video` processing rate (JSON only, or JSON + annotated video) and its stage times."""
     from emotion.runner import run_video
@@ -293,7 +279,6 @@ def run(config: BenchConfig) -> dict:
                 raw[name]["json"].append(fps)
                 fps, stages = pipeline(recognizer, path, folder, video=True)
                 raw[name]["video"].append(fps)
-                stages["crop/align"] = crop_align_ms(frames)
                 raw[name]["stages"].append(stages)
                 del frames
             print(f"  repeat {r + 1}/{config.repeats} done (load {os.getloadavg()[0]:.1f})", flush=True)

@@ -127,12 +127,14 @@ class EmotionRecognizer:
         if not faces:
             return {"probabilities": np.zeros((0, 7)), "valence": np.zeros(0), "arousal": np.zeros(0)}
         size, chans = self.model.config.crop_size, self.model.config.in_chans
-        crops = crops_to_tensor(np.stack([face_crop(frame, f, size, chans) for f in faces])).numpy()
-        landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
-        out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces])
-        logits = out["logits"] - out["logits"].max(axis=-1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=-1, keepdims=True)
+        with self.timer("crop/align"):
+            crops = crops_to_tensor(np.stack([face_crop(frame, f, size, chans) for f in faces])).numpy()
+            landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
+        with self.timer("model"):
+            out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces])
+            logits = out["logits"] - out["logits"].max(axis=-1, keepdims=True)
+            probabilities = np.exp(logits)
+            probabilities /= probabilities.sum(axis=-1, keepdims=True)
         return {"probabilities": probabilities, "valence": out["valence"], "arousal": out["arousal"]}
 
     def _forget_lost_tracks(self, faces: list[Face]) -> None:
@@ -182,8 +184,7 @@ class EmotionRecognizer:
 
     def classify(self, frame: np.ndarray, faces: list[Face], index: int = 0, timestamp: float = 0.0) -> FrameResult:
         """The model and smoothing part of `step` for the faces `detect` found in `frame`."""
-        with self.timer("model"):
-            outputs = self._infer(frame, faces, self._state)
+        outputs = self._infer(frame, faces, self._state)
         with self.timer("smoothing"):
             self._forget_lost_tracks(faces)
             return FrameResult(index, timestamp, self._results(faces, outputs, smooth=True))
@@ -193,8 +194,7 @@ class EmotionRecognizer:
         image = to_bgr(image)
         with self.timer("face"):
             faces = self._faces(image, static=True)
-        with self.timer("model"):
-            outputs = self._infer(image, faces, self.streamer.init_state())
+        outputs = self._infer(image, faces, self.streamer.init_state())
         return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False))
 
     def reset(self) -> None:
