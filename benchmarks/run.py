@@ -60,6 +60,7 @@ class BenchConfig:
     many_faces: int = 20  # faces tiled into the synthetic crowd frame
     many_frames: int = 60  # frames of the synthetic crowd clip
     train_clips: int = 1000  # cached 16-frame clips for the training figure
+    train_threads: int = 1  # PyTorch threads for the training figure (1 is the fastest on this busy 2-core CPU)
     train: bool = True  # run the training figure (a minute or two)
 
 
@@ -195,13 +196,13 @@ def startup_seconds() -> dict:
     return parts
 
 
-def training_seconds(clips: int) -> dict | None:
+def training_seconds(clips: int, threads: int) -> dict | None:
     """Figure 8: seconds per epoch over `clips` cached 16-frame clips, from benchmarks.train_speed if present."""
     try:
         from benchmarks.train_speed import measure_epoch
     except ImportError:
         return None
-    return measure_epoch(clips=clips)
+    return measure_epoch(clips=clips, threads=threads)
 
 
 def crowd_frames(faces: int, frames: int) -> list[np.ndarray]:
@@ -248,6 +249,10 @@ def crowd_run(frames: list[np.ndarray], max_faces: int) -> dict:
         "faces_per_frame_median": median(found),
         "faces_per_frame_min": min(found[1:]),
         "ms_per_frame_by_third": [median(times[k * third : (k + 1) * third]) for k in range(3)],
+        "ms_per_face_by_third": [
+            median([t / max(n, 1) for t, n in zip(times[k * third : (k + 1) * third], found[k * third :])])
+            for k in range(3)
+        ],
         "stages_ms": {k: round(v, 2) for k, v in rec.timer.mean().items()},
     }
 
@@ -311,7 +316,7 @@ def run(config: BenchConfig) -> dict:
     startup["backend"] = startups[0]["backend"]
 
     crowd = crowd_run(crowd_frames(config.many_faces, config.many_frames), config.many_faces)
-    train = training_seconds(config.train_clips) if config.train else None
+    train = training_seconds(config.train_clips, config.train_threads) if config.train else None
     info["load_average_end"] = round(os.getloadavg()[0], 2)
     return {
         "machine": info,
@@ -363,11 +368,12 @@ def table(results: dict) -> list[str]:
         f"clips ({t['backbone']}, batch {t['batch_size']}, {t['threads']} threads)"
     )
     c = results["crowd"]
-    third = ", ".join(f"{v:.1f}" for v in c["ms_per_frame_by_third"])
+    frame_ms = ", ".join(f"{v:.0f}" for v in c["ms_per_frame_by_third"])
+    face_ms = ", ".join(f"{v:.1f}" for v in c["ms_per_face_by_third"])
     lines.append(
         f"{results['config']['many_faces']} faces in a frame (--max-faces {results['config']['many_faces']}): "
         f"{c['fps_after_first_frame']:.1f} fps, {c['faces_per_frame_median']:.0f} faces found per frame "
-        f"(min {c['faces_per_frame_min']}), ms per frame by thirds of the clip: {third}"
+        f"(min {c['faces_per_frame_min']}); by thirds of the clip, ms per frame {frame_ms}, per face {face_ms}"
     )
     m = results["machine"]
     lines.append("")

@@ -157,34 +157,22 @@ class OrderedWorker:
 
 
 class EncodeThread(OrderedWorker):
-    """Draws (with `draw(frame, result)`, if given) and writes frames to a VideoWriter on its own thread, in order,
-    overlapping the next frames' face stage and model. `close()` finishes every queued frame and closes the file,
-    so an interrupted run still leaves a complete, playable video."""
+    """Writes frames to a VideoWriter on its own thread, in order, overlapping the next frames' work. `close()`
+    finishes every queued frame and closes the file, so an interrupted run still leaves a complete, playable video."""
 
-    def __init__(
-        self,
-        writer: VideoWriter,
-        timer: StageTimer | None = None,
-        draw: Callable[[np.ndarray, FrameResult], None] | None = None,
-        depth: int = 4,
-    ):
+    def __init__(self, writer: VideoWriter, timer: StageTimer | None = None, depth: int = 4):
         self.writer = writer
         self._timer = timer or StageTimer()
-        self._draw = draw
         super().__init__(self._encode, "encode", depth)
 
-    def _encode(self, frame: np.ndarray, result: FrameResult | None) -> None:
-        if self._draw is not None and result is not None:
-            t0 = time.perf_counter()
-            self._draw(frame, result)
-            self._timer.add("draw", (time.perf_counter() - t0) * 1000.0)
+    def _encode(self, frame: np.ndarray) -> None:
         t0 = time.perf_counter()
         self.writer.write(frame)
         self._timer.add("encode", (time.perf_counter() - t0) * 1000.0)
 
-    def write(self, frame: np.ndarray, result: FrameResult | None = None) -> None:
-        """Queue a frame (and the result to draw on it); the frame must not be changed by the caller afterwards."""
-        self.put(frame, result)
+    def write(self, frame: np.ndarray) -> None:
+        """Queue a frame; the caller must not change it afterwards."""
+        self.put(frame)
 
     def close(self, raise_error: bool = True) -> None:
         """Finish the queued frames and close the file."""
@@ -213,7 +201,7 @@ def run_video(
     """Process a whole video: annotated video (if `output`), per-frame JSON (always), CSV (if `csv_path`).
 
     A pipeline of threads with bounded queues, in frame order: decoding; the face stage (the calling thread); the
-    model, smoothing and JSON/CSV; drawing and encoding the annotated video.
+    model, smoothing, JSON/CSV and drawing; encoding the annotated video.
 
     `objects` (an `emotion.objects.ObjectDetector`) adds its latest object boxes under the faces of the video.
     """
@@ -235,7 +223,9 @@ def run_video(
         for sink in sinks:
             sink.write(result)
         if writer:
-            writer.write(frame, result)
+            with recognizer.timer("draw"):
+                draw(frame, result)
+            writer.write(frame)
         summary.frames += 1
         summary.faces += len(result.faces)
         if result.faces:
@@ -247,7 +237,7 @@ def run_video(
     try:
         if out:
             size = (video.info.width, video.info.height)
-            writer = EncodeThread(VideoWriter(out, video.info.fps, size), recognizer.timer, draw)
+            writer = EncodeThread(VideoWriter(out, video.info.fps, size), recognizer.timer)
         sinks = [JsonWriter(jpath)] + ([CsvWriter(cpath)] if cpath else [])
         bar = tqdm(total=video.info.frame_count or None, unit="frame", desc=video.info.path.name, disable=not progress)
         t0 = time.perf_counter()
