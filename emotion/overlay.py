@@ -72,6 +72,11 @@ def _text(img, text, org, scale, color=(255, 255, 255), thickness=1) -> None:
     cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
 
 
+def _plain(img, text, org, scale, color=(255, 255, 255), thickness=1) -> None:
+    """Text without an outline, for the darkened panel where an outline adds nothing but a second rasterisation."""
+    cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
+
+
 def _banner(img, text, org, scale, color, thickness=1) -> None:
     """Text on a translucent dark strip, for the status and help lines that cross busy backgrounds."""
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
@@ -104,7 +109,8 @@ def _candidates(box, pw: int, ph: int, W: int, H: int, gap: int) -> list[tuple[i
     xs = sorted({x, x + w - pw, x + (w - pw) // 2, *range(0, max(W - pw, 0) + 1, max(pw // 4, 1))})
     out = [(x + w + gap, py) for py in ys] + [(x - gap - pw, py) for py in ys]
     out += [(px, y + h + gap) for px in xs] + [(px, y - int(24 * gap / 6) - ph) for px in xs]
-    return [(int(np.clip(px, 0, max(W - pw, 0))), int(np.clip(py, 0, max(H - ph, 0)))) for px, py in out]
+    xmax, ymax = max(W - pw, 0), max(H - ph, 0)
+    return [(int(min(max(px, 0), xmax)), int(min(max(py, 0), ymax))) for px, py in out]
 
 
 def _place(faces, scale: float, frame_shape, reserved) -> tuple[list[PanelPlace], int]:
@@ -160,10 +166,10 @@ def _draw_panel(img: np.ndarray, face: FaceResult, p: PanelPlace) -> None:
     roi[:] = (roi * 0.3).astype(np.uint8)
     cv2.rectangle(img, (p.x, p.y), (p.x + max(2, int(3 * s)) - 1, p.y + p.h - 1), color, -1)
     tx = p.x + int((PAD + 4) * s)
-    _text(img, f"#{face.track_id} {face.emotion} {face.confidence:.0%}", (tx, p.y + int(20 * s)), 0.5 * s, color,
+    _plain(img, f"#{face.track_id} {face.emotion} {face.confidence:.0%}", (tx, p.y + int(20 * s)), 0.5 * s, color,
           max(1, int(s)))
-    _text(img, f"valence {face.valence:+.2f}", (tx, p.y + int(39 * s)), 0.4 * s)
-    _text(img, f"arousal {face.arousal:+.2f}", (tx, p.y + int(56 * s)), 0.4 * s)
+    _plain(img, f"valence {face.valence:+.2f}", (tx, p.y + int(39 * s)), 0.4 * s)
+    _plain(img, f"arousal {face.arousal:+.2f}", (tx, p.y + int(56 * s)), 0.4 * s)
     r = int(25 * s)
     cx, cy = p.x + p.w - int(PAD * s) - r - 2, p.y + int(8 * s) + r
     cv2.circle(img, (cx, cy), r, (40, 40, 40), -1, cv2.LINE_AA)
@@ -176,11 +182,11 @@ def _draw_panel(img: np.ndarray, face: FaceResult, p: PanelPlace) -> None:
     for i, name in enumerate(LABELS):
         bx, by, bw, bh = p.bar(i)
         prob = float(face.probabilities[i])
-        _text(img, name, (tx, by + bh), 0.38 * s, (235, 235, 235))
+        _plain(img, name, (tx, by + bh), 0.38 * s, (235, 235, 235))
         cv2.rectangle(img, (bx, by), (bx + bw, by + bh), (70, 70, 70), -1)
         if prob > 0.005:
             cv2.rectangle(img, (bx, by), (bx + max(1, int(bw * prob)), by + bh), COLORS[name], -1)
-        _text(img, f"{prob:.0%}", (bx + bw + int(4 * s), by + bh), 0.36 * s, (235, 235, 235))
+        _plain(img, f"{prob:.0%}", (bx + bw + int(4 * s), by + bh), 0.36 * s, (235, 235, 235))
 
 
 def _leader(img: np.ndarray, box, p: PanelPlace, color, s: float) -> None:
