@@ -363,7 +363,7 @@ def table(results: dict) -> list[str]:
     )
     t = results["training"]
     lines.append(
-        "8 training: n/a (benchmarks/train_speed.py missing)" if t is None else
+        "8 training: not measured (--no-train, or benchmarks/train_speed.py missing)" if t is None else
         f"8 training: {t['seconds_per_epoch']:.1f} s per epoch over {t['clips']} cached {t['frames_per_clip']}-frame "
         f"clips ({t['backbone']}, batch {t['batch_size']}, {t['threads']} threads)"
     )
