@@ -19,6 +19,8 @@ from pathlib import Path
 
 import cv2
 
+from benchmarks.run import read_frames
+
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "data" / "videos" / "WolfgangLanger_Pexels.mp4"
 LIMIT_MB = 50.0
@@ -26,14 +28,9 @@ LIMIT_MB = 50.0
 
 def repeated_video(source: Path, times: int, target: Path) -> Path:
     """`source` played `times` times in a row, as one MPEG-4 file."""
-    frames = []
+    frames = read_frames(source)
     cap = cv2.VideoCapture(str(source))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
     cap.release()
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

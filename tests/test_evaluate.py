@@ -3,13 +3,12 @@ the pretrained model on a cached synthetic dataset, and real clips end to end th
 train, evaluate, and the trained checkpoint in --video mode."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from clitools import cli
 
 from emotion.data import PrepConfig, make_synthetic_dataset
 from emotion.evaluate import (
@@ -24,7 +23,6 @@ from emotion.evaluate import (
 )
 from emotion.labels import LABELS
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_classification_metrics_by_hand():
@@ -121,17 +119,6 @@ def test_evaluate_pretrained_model_on_cached_synthetic_data(tmp_path):
         )
     )
     assert val["clips"] == 3
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
 
 
 def _cut(video: Path, start: int, stop: int, out: Path) -> Path:

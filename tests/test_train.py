@@ -13,6 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from clitools import ROOT, cli
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -21,7 +22,6 @@ from emotion.model import create_model, load_checkpoint, save_checkpoint
 from emotion.model.stnet import ModelConfig
 from emotion.train import TrainConfig, ccc_loss, compute_loss, lr_factor, run
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"backbone": "wide_cnn", "crop_size": 32, "from_scratch": True}
 
 
@@ -126,18 +126,6 @@ def test_frozen_backbone_epochs(tmp_path, synthetic):
     assert all(torch.equal(start[k], after_frozen[k]) for k in backbone)  # weights and BatchNorm statistics
     assert not torch.equal(start["fusion.gate.weight"], after_frozen["fusion.gate.weight"])
     assert not all(torch.equal(start[k], after_free[k]) for k in backbone)
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def cli_train_args(synthetic: tuple[Path, Path], *extra: str) -> list[str]:
