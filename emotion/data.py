@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from emotion.atomic import atomic_open
 from emotion.labels import CIRCUMPLEX, LABELS
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp"})
@@ -451,17 +451,10 @@ def cache_path(cache_dir: str | Path, key: str) -> Path:
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    """np.savez_compressed atomically: a temporary file in the same folder, then os.replace."""
+    """np.savez_compressed atomically (see emotion.atomic)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 
@@ -561,10 +554,8 @@ def _load_memo(cache_dir: Path) -> dict[str, list]:
 
 
 def _save_memo(cache_dir: Path, memo: dict[str, list]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".hashes.", suffix=".tmp", dir=cache_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(memo, f)
-    os.replace(tmp, cache_dir / "hashes.json")
+    with atomic_open(cache_dir / "hashes.json") as f:
+        f.write(json.dumps(memo).encode())
 
 
 def preprocess(

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from emotion.atomic import atomic_open
 from emotion.labels import LABELS
 
 
@@ -195,12 +196,10 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write JSON atomically (temporary file, then os.replace)."""
+    """Write JSON atomically (see emotion.atomic)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        f.write((json.dumps(_json_safe(data), indent=2) + "\n").encode())
     return path
 
 
