@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotion.atomic import atomic_open
 from emotion.model import CACHE_KEYS, STNet
 from emotion.sources import EmotionError
 
@@ -49,15 +50,13 @@ class StreamStep(nn.Module):
         cache = self.model.encode_frames(crops, landmarks)
         rows = torch.cat([cache[k] for k in CACHE_KEYS], dim=-1)
         clips = torch.cat([history, rows[:, None]], dim=1)
-        sizes = [cache[k].shape[-1] for k in CACHE_KEYS]
-        out = self.model.forward_temporal(dict(zip(CACHE_KEYS, clips.split(sizes, dim=-1), strict=True)), last=1)
+        out = self.model.forward_last(clips)
         return rows, out["logits"][:, -1], out["valence"][:, -1], out["arousal"][:, -1]
 
 
 def row_size(model: STNet) -> int:
-    """F, the length of one packed frame row (the CACHE_KEYS features side by side)."""
-    c = model.config
-    return 2 * model.backbone.num_features + c.num_classes + c.landmark_dim
+    """F, the length of one packed frame row (STNet.row_sizes side by side)."""
+    return sum(model.row_sizes())
 
 
 def _example_inputs(model: STNet, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -99,7 +98,8 @@ def export_onnx(model: STNet, path: str | Path | None = None) -> bytes:
     model.train(was_training)
     data = buffer.getvalue()
     if path is not None:
-        _write_atomic(Path(path), data)
+        with atomic_open(path) as f:
+            f.write(data)
     return data
 
 
@@ -112,7 +112,8 @@ def export_torchscript(model: STNet, path: str | Path) -> Path:
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer)
     model.train(was_training)
-    _write_atomic(Path(path), buffer.getvalue())
+    with atomic_open(path) as f:
+        f.write(buffer.getvalue())
     return Path(path)
 
 
@@ -132,13 +133,6 @@ def default_export_path(weights: str | Path | None, fmt: str) -> Path:
     """models/stnet.onnx (or .torchscript.pt) for the default model, models/<checkpoint name>.onnx for a checkpoint."""
     stem = "stnet" if weights is None else Path(weights).stem
     return MODELS_DIR / (f"{stem}.onnx" if fmt == "onnx" else f"{stem}.torchscript.pt")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 class RingBuffers:
@@ -284,10 +278,9 @@ class OnnxStreamer:
         groups: dict[int, list[int]] = {}
         for k, track in enumerate(tracks):
             groups.setdefault(state.history(track), []).append(k)
-        sizes = [self.model.backbone.num_features] * 2 + [self.config.num_classes, self.config.landmark_dim]
         for members in groups.values():
             clips = torch.from_numpy(np.stack([state.frames(tracks[k]) for k in members]))
-            out = self.model.forward_temporal(dict(zip(CACHE_KEYS, clips.split(sizes, dim=-1), strict=True)), last=1)
+            out = self.model.forward_last(clips)
             rows = [positions[k] for k in members]
             logits[rows] = out["logits"][:, -1].numpy()
             valence[rows] = out["valence"][:, -1].numpy()

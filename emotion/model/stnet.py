@@ -290,6 +290,15 @@ class STNet(nn.Module):
         """Clips (B, T, in_chans, S, S) in [-1, 1] and landmarks (B, T, L, 3) -> outputs for every step."""
         return self.forward_temporal(self.forward_features(x, landmarks))
 
+    def row_sizes(self) -> list[int]:
+        """Lengths of the CACHE_KEYS features that one packed ring-buffer row holds side by side."""
+        c = self.backbone.num_features
+        return [c, c, self.config.num_classes, self.config.landmark_dim]
+
+    def forward_last(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The temporal head's newest step over packed rows (B, T, F) -> logits (B, 1, 7), valence/arousal (B, 1)."""
+        return self.forward_temporal(dict(zip(CACHE_KEYS, clips.split(self.row_sizes(), dim=-1), strict=True)), last=1)
+
     def init_state(self) -> StreamState:
         """An empty set of per-track ring buffers of `config.window` frames."""
         return StreamState(self.config.window)
@@ -328,9 +337,8 @@ class STNet(nn.Module):
             "valence": packed.new_empty(n),
             "arousal": packed.new_empty(n),
         }
-        sizes = [frames[k].shape[-1] for k in CACHE_KEYS]
         for rows, clips in state.batches(ids):
-            result = self.forward_temporal(dict(zip(CACHE_KEYS, clips.split(sizes, dim=-1), strict=True)), last=1)
+            result = self.forward_last(clips)
             for key, value in result.items():
                 out[key][rows] = value[:, -1]
         return out
