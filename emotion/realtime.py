@@ -9,7 +9,6 @@ without a window.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -368,24 +367,6 @@ def _unique(path: Path) -> Path:
     return p
 
 
-class _Terminate:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so `finally` blocks close every file cleanly."""
-
-    def __enter__(self):
-        self._old = None
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
 class RealtimeApp:
     """The live loop: newest frame -> emotion step -> draw -> record -> show -> keys."""
 
@@ -418,23 +399,22 @@ class RealtimeApp:
         self.rec.reset()
         t0 = time.perf_counter()
         try:
-            with _Terminate():
-                if cfg.output or cfg.json_path or cfg.csv_path:
-                    video = prepare_output(cfg.output, cfg.overwrite) if cfg.output else None
-                    jpath = prepare_output(cfg.json_path, cfg.overwrite) if cfg.json_path else None
-                    cpath = prepare_output(cfg.csv_path, cfg.overwrite) if cfg.csv_path else None
-                    self.session = Recorder(video, jpath, cpath, self.grabber.fps)
-                    self.summary.outputs += self.session.paths
-                if self.objects_on:
-                    self._start_objects()
-                if not cfg.headless:
-                    self._open_window()
-                self.grabber.start()
-                self._loop()
+            if cfg.output or cfg.json_path or cfg.csv_path:
+                video = prepare_output(cfg.output, cfg.overwrite) if cfg.output else None
+                jpath = prepare_output(cfg.json_path, cfg.overwrite) if cfg.json_path else None
+                cpath = prepare_output(cfg.csv_path, cfg.overwrite) if cfg.csv_path else None
+                self.session = Recorder(video, jpath, cpath, self.grabber.fps)
+                self.summary.outputs += self.session.paths
+            if self.objects_on:
+                self._start_objects()
+            if not cfg.headless:
+                self._open_window()
+            self.grabber.start()
+            self._loop()
         finally:
             self.summary.seconds = time.perf_counter() - t0
             self._shutdown()
-        self.summary.stages_ms = {k: v for k, v in self.rec.timer.mean().items()}
+        self.summary.stages_ms = self.rec.timer.mean()
         self.summary.dropped = self.grabber.buffer.dropped
         self.summary.error = self.grabber.error
         if self.detector is not None:
