@@ -162,6 +162,15 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _greedy_nms(items: list, box_of) -> list:
+    """Keep items in their given order unless their box overlaps an already kept one by more than _NMS_IOU."""
+    kept: list = []
+    for item in items:
+        if all(_iou(box_of(item), box_of(k)) <= _NMS_IOU for k in kept):
+            kept.append(item)
+    return kept
+
+
 def _to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return image
@@ -461,12 +470,8 @@ class FaceAnalyzer:
                 b = d.location_data.relative_bounding_box
                 detections.append((float(d.score[0]), (b.xmin * w, b.ymin * h, b.width * w, b.height * h)))
         detections.sort(key=lambda d: d[0], reverse=True)
-        kept: list[tuple[float, tuple[float, float, float, float]]] = []
-        for score, box in detections:
-            if all(_iou(box, other) <= _NMS_IOU for _, other in kept):
-                kept.append((score, box))
         new = []
-        for score, box in kept:
+        for score, box in _greedy_nms(detections, lambda d: d[1]):
             owner = max(known + new, key=lambda c: _iou(box, c.box), default=None)
             if owner is not None and _iou(box, owner.box) > _NMS_IOU:
                 owner.score = max(score, owner.score or 0.0)
@@ -501,11 +506,7 @@ class FaceAnalyzer:
     def _suppress(self, candidates: list[_Candidate]) -> list[_Candidate]:
         """Drop duplicates of the same face: mesh-tracked faces first, then by score."""
         order = sorted(candidates, key=lambda c: (not c.from_mesh, -(c.score or 0.0)))
-        kept: list[_Candidate] = []
-        for c in order:
-            if all(_iou(c.box, k.box) <= _NMS_IOU for k in kept):
-                kept.append(c)
-        return kept
+        return _greedy_nms(order, lambda c: c.box)
 
     def _keep_largest(self, candidates: list[_Candidate]) -> list[_Candidate]:
         return sorted(candidates, key=lambda c: c.box[2] * c.box[3], reverse=True)[: self.config.max_faces]
