@@ -339,27 +339,19 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.demo:
                 folder = Path(args.output or "demo_output")
-                clip = make_demo_clip(folder / "demo_input.mp4")
-                summary = run_video(
-                    recognizer,
-                    clip,
-                    folder / "demo_annotated.mp4",
-                    args.json,
-                    overwrite=True,
-                    progress=not args.no_progress,
-                    objects=detector,
-                )
+                source, output, overwrite = make_demo_clip(folder / "demo_input.mp4"), folder / "demo_annotated.mp4", True
             else:
-                summary = run_video(
-                    recognizer,
-                    args.video,
-                    args.output,
-                    args.json,
-                    args.csv,
-                    overwrite=args.overwrite,
-                    progress=not args.no_progress,
-                    objects=detector,
-                )
+                source, output, overwrite = args.video, args.output, args.overwrite
+            summary = run_video(
+                recognizer,
+                source,
+                output,
+                args.json,
+                args.csv,
+                overwrite=overwrite,
+                progress=not args.no_progress,
+                objects=detector,
+            )
         finally:
             if detector is not None:
                 detector.close()
