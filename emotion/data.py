@@ -458,18 +458,19 @@ def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     return path
 
 
-def _frames_of(source: Path) -> Iterator[np.ndarray]:
-    """BGR frames of a video file or of a frame folder (in name order)."""
+def _frames_of(source: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, BGR frame) of a video file or of a frame folder (in name order); a video's unreadable frames are
+    skipped with their index, so later frames keep the index their per-frame labels use."""
     from emotion.sources import VideoSource, read_image
 
     if source.is_dir():
-        for f in sorted(f for f in source.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
-            yield read_image(f)
+        images = sorted(f for f in source.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        yield from enumerate(read_image(f) for f in images)
         return
     video = VideoSource(source)
     try:
-        for _, _, frame in video:
-            yield frame
+        for index, _, frame in video:
+            yield index, frame
     finally:
         video.close()
 
@@ -498,7 +499,7 @@ def extract_track(source: str | Path, prep: PrepConfig, face: str = "largest") -
     analyzer = _analyzer(prep)
     tracks: dict[Any, dict[str, list]] = {}
     total = 0
-    for index, frame in enumerate(_frames_of(Path(source))):
+    for index, frame in _frames_of(Path(source)):
         total += 1
         faces = analyzer(frame)
         if face in ("left", "right") and faces:
