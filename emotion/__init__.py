@@ -11,7 +11,7 @@ __all__ = ["LABELS", "EmotionRecognizer", "EmotionError", "FrameResult", "FaceRe
 
 _LAZY = {
     "EmotionRecognizer": "emotion.recognizer",
-    "EmotionError": "emotion.sources",
+    "EmotionError": "emotion.errors",
     "FrameResult": "emotion.results",
     "FaceResult": "emotion.results",
 }

@@ -16,6 +16,8 @@ EPILOG = """examples:
   python main.py --image a.jpg b.png --output annotated/ --json faces.json
   python main.py --video in.mp4 --output out.mp4         writes out.mp4 and out_results.json
   python main.py --video in.mp4 --json in.json --csv in.csv   JSON/CSV only, no video
+  python main.py --image photos/ --output annotated/     every image in a folder
+  python main.py --video clips/ --output annotated/      every video in a folder (JSON only without --output)
   python main.py --train --data clips/ --epochs 20 --name mine   fine-tune on clips/<label>/*.mp4
   python main.py --evaluate --data test/ --weights models/mine/best.pt   accuracy, UAR, F1, confusion matrix
   torchrun --nproc_per_node 2 main.py --train --data clips/ --name mine   the same on 2 processes (DDP)
@@ -30,20 +32,33 @@ exit codes: 0 success, 2 bad input or settings (one line on stderr says what and
 labels: """ + ", ".join(LABELS) + """; valence and arousal in [-1, 1]."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one `error:` line with the fix, not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="emotion",
         description="Recognise facial emotion (7 categories, valence, arousal) for every face in images and videos.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--image", nargs="+", metavar="PATH", help="one or more image files to classify")
+    mode.add_argument(
+        "--image",
+        nargs="+",
+        metavar="PATH",
+        help="one or more image files to classify, or folders: every image in a folder (not its subfolders)",
+    )
     mode.add_argument(
         "--video",
         metavar="PATH",
-        help="a video file to process frame by frame, or a folder: every video in it is annotated into the "
-        "--output folder, continuing past bad files, with a summary table at the end",
+        help="a video file to process frame by frame, or a folder: every video in it is processed (annotated into "
+        "the --output folder, or JSON only, <video name>_results.json here, without --output), continuing past bad "
+        "files, with a summary table at the end",
     )
     mode.add_argument("--demo", action="store_true", help="build a short clip from a bundled photo and process it")
     mode.add_argument(
@@ -220,7 +235,7 @@ def _check_training_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
 def _train_or_evaluate(args: argparse.Namespace) -> int:
     """--train / --evaluate: build the config from the options and hand over to emotion.train / emotion.evaluate."""
     from emotion.model import CheckpointError
-    from emotion.sources import EmotionError
+    from emotion.errors import EmotionError
 
     try:
         if args.evaluate:
@@ -258,7 +273,7 @@ def _export(args: argparse.Namespace) -> int:
     from emotion.export import default_export_path, export_model
     from emotion.model import CheckpointError, default_model, load_checkpoint
     from emotion.sinks import prepare_output
-    from emotion.sources import EmotionError
+    from emotion.errors import EmotionError
 
     try:
         model = default_model() if args.weights is None else load_checkpoint(args.weights)[0]
@@ -288,6 +303,23 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--objects draws boxes on the annotated video: add --output")
     if not 0 <= args.yolo_conf <= 1:
         p.error("--yolo-conf must be between 0 and 1")
+    _check_batch_args(p, args)
+
+
+def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A folder or several inputs write one result per input, so --output must name a folder, not a file."""
+    output = Path(args.output) if args.output else None
+    looks_like_file = output is not None and output.suffix != "" and not output.is_dir()
+    if args.video and Path(args.video).is_dir():
+        if args.json or args.csv or args.objects:
+            p.error("--json, --csv and --objects are for a single video; a folder of videos gets one "
+                    "<video name>_results.json per video (beside its annotated copy with --output FOLDER)")  # fmt: skip
+        if looks_like_file:
+            p.error(f"--output {output} names a file, but a folder of videos needs an output folder "
+                    "(for example --output annotated/)")  # fmt: skip
+    if args.image and looks_like_file and (len(args.image) > 1 or any(Path(i).is_dir() for i in args.image)):
+        p.error(f"--output {output} names a file, but several images need an output folder "
+                "(for example --output annotated/)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -296,15 +328,21 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         return _export(args)
     from emotion.face import FaceConfig
-    from emotion.sources import EmotionError
+    from emotion.errors import EmotionError
     from emotion.recognizer import EmotionRecognizer
-    from emotion.runner import batch_table, make_demo_clip, run_batch, run_images, run_video
+    from emotion.runner import batch_table, default_json_path, make_demo_clip, run_batch, run_images, run_video
+    from emotion.sinks import prepare_output
     from emotion.smoothing import SmoothingConfig
 
     grabber = None
     if args.realtime:
         from emotion.realtime import FrameGrabber
 
+        from emotion.realtime import display_problem
+
+        problem = None if args.headless else display_problem()
+        if problem:
+            raise EmotionError(problem, cli_fix="use --headless to run without a window")
         grabber = FrameGrabber(args.source or "0", sync=not args.no_sync)  # a missing camera fails before the model loads
     recognizer = EmotionRecognizer(
         weights=args.weights,
@@ -318,17 +356,15 @@ def run(args: argparse.Namespace) -> int:
         if args.image:
             records = run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite)
             for rec in records:
-                faces = ", ".join(f"#{f['id']} {f['emotion']} {f['confidence']:.0%}" for f in rec["faces"]) or "no face"
+                faces = "; ".join(
+                    f"face #{f['id']} {f['emotion']} (probability {f['confidence']:.2f})" for f in rec["faces"]
+                )
+                faces = faces or "no face"
                 print(f"{rec['image']}: {faces}")
             return 0
         if grabber is not None:
             return _realtime(recognizer, grabber, args)
         if args.video and Path(args.video).is_dir():
-            if not args.output or args.json or args.csv or args.objects:
-                raise EmotionError(
-                    "for a folder of videos give --output FOLDER (each video's JSON goes beside its annotated copy; "
-                    "--json, --csv and --objects are for single videos)"
-                )
             rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress)
             print("\n".join(batch_table(rows)))
             failed = sum(r.error is not None for r in rows)
@@ -339,7 +375,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.demo:
                 folder = Path(args.output or "demo_output")
-                source, output, overwrite = make_demo_clip(folder / "demo_input.mp4"), folder / "demo_annotated.mp4", True
+                output, overwrite = folder / "demo_annotated.mp4", args.overwrite
+                for path in (folder / "demo_input.mp4", output, default_json_path(output, output)):
+                    prepare_output(path, overwrite)  # refuse before writing anything
+                source = make_demo_clip(folder / "demo_input.mp4", overwrite=overwrite)
             else:
                 source, output, overwrite = args.video, args.output, args.overwrite
             summary = run_video(
@@ -383,7 +422,7 @@ def _realtime(recognizer, grabber, args: argparse.Namespace) -> int:
     """--realtime: the live loop in a window (or headless), then its summary."""
     from emotion.realtime import RealtimeConfig, run_realtime
     from emotion.runner import default_json_path
-    from emotion.sources import EmotionError
+    from emotion.errors import EmotionError
 
     output = Path(args.output) if args.output else None
     json_path = Path(args.json) if args.json else (default_json_path(output, Path(grabber.name)) if output else None)
@@ -419,13 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     _check_training_args(parser, args)
-    from emotion.sources import EmotionError
+    from emotion.errors import EmotionError
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args)
     except EmotionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.cli_message()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: outputs written so far are complete and valid", file=sys.stderr)

@@ -20,7 +20,7 @@ from torch import nn
 
 from emotion.atomic import atomic_open
 from emotion.model import CACHE_KEYS, STNet
-from emotion.sources import EmotionError
+from emotion.errors import EmotionError
 
 BACKENDS = ("auto", "torch", "onnx")
 """Model runtimes the recognizer can use; 'auto' takes ONNX Runtime on the CPU when it is installed."""
@@ -318,9 +318,13 @@ def create_streamer(
     if backend == "torch" or (backend == "auto" and (device.type != "cpu" or not onnxruntime_available())):
         return TorchStreamer(model, device)
     if device.type != "cpu":
-        raise EmotionError("--backend onnx runs on the CPU only (use --device cpu, or --backend torch on the GPU)")
+        raise EmotionError(
+            "the onnx backend runs on the CPU only",
+            fix="use device='cpu', or backend='torch' on the GPU",
+            cli_fix="use --device cpu, or --backend torch on the GPU",
+        )
     if not onnxruntime_available():
-        raise EmotionError("--backend onnx needs the 'onnxruntime' package (pip install onnxruntime)")
+        raise EmotionError("the onnx backend needs the 'onnxruntime' package", fix="pip install onnxruntime")
     try:
         return OnnxStreamer(model, path, threads)
     except EmotionError:

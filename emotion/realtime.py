@@ -9,6 +9,8 @@ without a window.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import threading
 import time
@@ -24,7 +26,36 @@ from emotion.overlay import OverlayConfig, draw_boxes, draw_frame, draw_text_lin
 from emotion.recognizer import EmotionRecognizer
 from emotion.results import FrameResult
 from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
-from emotion.sources import EmotionError, VideoSource
+from emotion.errors import EmotionError
+from emotion.sources import VideoSource
+
+def display_problem() -> str | None:
+    """Why no window can open here, or None; checked first because OpenCV's Qt aborts the process without one."""
+    if not sys.platform.startswith("linux"):
+        return None
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return "no display to open a window on (DISPLAY is not set)"
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return f"the display name DISPLAY={display} is not valid"
+    if host not in ("", "unix"):
+        try:
+            socket.create_connection((host, 6000 + int(number)), timeout=2.0).close()
+            return None
+        except OSError:
+            return f"cannot connect to the display DISPLAY={display}"
+    for address in (f"/tmp/.X11-unix/X{number}", f"\0/tmp/.X11-unix/X{number}"):  # file, then Linux abstract socket
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2.0)
+            try:
+                s.connect(address)
+                return None
+            except OSError:
+                continue
+    return f"cannot connect to the display DISPLAY={display}"
+
 
 HELP = "q/Esc quit  space pause  s screenshot  r record  o objects  h help"
 KEY_ESC = 27
@@ -126,8 +157,9 @@ class FrameGrabber:
             self._cap = _quiet_open(self.source)
             if not self._cap.isOpened():
                 raise EmotionError(
-                    f"no camera at index {self.source} (connect a webcam, or pass --source with another camera "
-                    "index, a video file or a stream URL)"
+                    f"no camera at index {self.source}",
+                    fix="connect a webcam, or open another camera index, a video file or a stream URL",
+                    cli_fix="connect a webcam, or pass --source with another camera index, a video file or a stream URL",
                 )
             self.name = f"camera {self.source}"
         elif "://" in self.source:
@@ -525,7 +557,9 @@ class RealtimeApp:
             cv2.namedWindow(self.config.window, flags)
         except cv2.error as exc:
             raise EmotionError(
-                f"cannot open a window ({exc.err.strip() or 'no display'}); use --headless on machines without a screen"
+                f"cannot open a window: {exc.err.strip() or 'no display'}",
+                fix="use headless=True on machines without a screen",
+                cli_fix="use --headless on machines without a screen",
             ) from None
         self._window_open = True
 

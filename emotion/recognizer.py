@@ -20,7 +20,8 @@ from emotion.model import CheckpointError, default_model, load_checkpoint
 from emotion.inputs import crops_to_tensor, face_crop
 from emotion.results import FaceResult, FrameResult
 from emotion.smoothing import Smoother, SmoothingConfig
-from emotion.sources import EmotionError, VideoSource, to_bgr
+from emotion.errors import EmotionError
+from emotion.sources import VideoSource, to_bgr
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -32,7 +33,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EmotionError("--device cuda was asked for but PyTorch sees no CUDA GPU (use --device cpu or auto)")
+        raise EmotionError(
+            f"device '{device}' was asked for but PyTorch sees no CUDA GPU",
+            fix="use device 'cpu' or 'auto'",
+            cli_fix="use --device cpu or auto",
+        )
     return torch.device(device)
 
 

@@ -19,7 +19,8 @@ from emotion.overlay import OverlayConfig, draw_boxes, draw_frame
 from emotion.recognizer import EmotionRecognizer, StageTimer
 from emotion.results import FrameResult
 from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
-from emotion.sources import EmotionError, VideoSource, read_image
+from emotion.errors import EmotionError
+from emotion.sources import VideoSource, image_files, read_image
 
 
 @dataclass
@@ -42,11 +43,12 @@ class VideoSummary:
 
     def lines(self) -> list[str]:
         top = ", ".join(f"{name} {n / max(self.frames_with_faces, 1):.0%}" for name, n in self.emotions.most_common())
+        top = f"{top} of the frames with a face" if top else ""
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stages_ms.items())
         return [
             f"{self.source.name}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
             f"faces in {self.frames_with_faces} frames ({self.faces} face detections)",
-            f"  main face: {top or 'no face found'}",
+            f"  largest face's emotion: {top or 'no face found'}",
             f"  ms per frame: {stages}",
             *([f"  skipped {len(self.skipped)} unreadable frame(s): {_ranges(self.skipped)}"] if self.skipped else []),
             *[f"  wrote {p}" for p in self.outputs],
@@ -279,10 +281,15 @@ def run_images(
     overwrite: bool = True,
     overlay: OverlayConfig = OverlayConfig(),
 ) -> list[dict]:
-    """Classify every face of each image; write annotated copies (a file for one image, a folder for several)."""
-    images = [(Path(p), read_image(p)) for p in paths]
+    """Classify every face of each image (a folder stands for the images in it); write annotated copies (a file for
+    one image file, a folder for several)."""
+    files = image_files(paths)
+    images = [(p, read_image(p)) for p in files]
     records = []
-    out_dir = Path(output) if output and (len(images) > 1 or Path(output).suffix == "") else None
+    several = len(files) > 1 or any(Path(p).is_dir() for p in paths)
+    if output and several and Path(output).suffix and not Path(output).is_dir():
+        raise EmotionError(f"output {output} names a file, but there are several images", fix="give a folder name")
+    out_dir = Path(output) if output and (several or Path(output).suffix == "") else None
     for path, image in images:
         result = recognizer.predict_image(image)
         record = {"image": str(path), **result.to_dict()}
@@ -298,19 +305,28 @@ def run_images(
     return records
 
 
-def make_demo_clip(path: Path, frames: int = 72, fps: float = 24.0) -> Path:
-    """Write a short clip that slowly zooms into ultralytics' bundled `zidane.jpg` (two real faces)."""
-    import ultralytics
+def demo_photo() -> Path:
+    """The demo's photo: the portrait of Grace Hopper that matplotlib (a MediaPipe dependency) ships as sample data.
 
-    still = read_image(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg")
+    A frontal face the tool reads right (neutral). ultralytics' `zidane.jpg`, used before, has a shouting face turned
+    too far for the face stage (found in 2 of 72 frames) and a second one it misreads as sad.
+    """
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def make_demo_clip(path: Path, frames: int = 72, fps: float = 24.0, overwrite: bool = False) -> Path:
+    """Write a short clip (`frames` at `fps`) that slowly zooms into `demo_photo()`."""
+    still = read_image(demo_photo())
     h, w = still.shape[:2]
-    size = (960, 540)
-    writer = VideoWriter(prepare_output(path), fps, size)
+    size = (640, 720)
+    writer = VideoWriter(prepare_output(path, overwrite), fps, size)
     try:
         for i in range(frames):
             zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
             cw, ch = w / zoom, h / zoom
-            x0, y0 = (w - cw) * 0.55, (h - ch) * 0.3
+            x0, y0 = (w - cw) * 0.5, (h - ch) * 0.3
             m = np.float32([[size[0] / cw, 0, -x0 * size[0] / cw], [0, size[1] / ch, -y0 * size[1] / ch]])
             writer.write(cv2.warpAffine(still, m, size, flags=cv2.INTER_LINEAR))
     finally:
@@ -333,26 +349,30 @@ class BatchRow:
 def run_batch(
     recognizer: EmotionRecognizer,
     folder: str | Path,
-    output_dir: str | Path,
+    output_dir: str | Path | None,
     overwrite: bool = False,
     progress: bool = True,
     overlay: OverlayConfig = OverlayConfig(),
 ) -> list[BatchRow]:
-    """Annotate every video in `folder` into `output_dir` (<name>_annotated.mp4 + JSON), continuing past bad files."""
-    folder, output_dir = Path(folder), Path(output_dir)
+    """Process every video in `folder`, continuing past bad files: annotated into `output_dir`
+    (<name>_annotated.mp4 + <name>_annotated_results.json), or without `output_dir` JSON only,
+    <name>_results.json in the working folder."""
+    folder = Path(folder)
     videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
         raise EmotionError(f"no video files in {folder} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise EmotionError(f"--output must be a folder for a folder of videos, but {output_dir} is a file")
+    output_dir = Path(output_dir) if output_dir is not None else None
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise EmotionError(
+            f"the output for a folder of videos must be a folder, but {output_dir} is a file",
+            fix="give a folder name",
+        )
     rows = []
     for path in tqdm(videos, unit="video", desc="videos", disable=not progress):
         row = BatchRow(path)
         try:
-            row.summary = run_video(
-                recognizer, path, output_dir / f"{path.stem}_annotated.mp4", overwrite=overwrite, progress=False,
-                overlay=overlay,
-            )
+            output = output_dir / f"{path.stem}_annotated.mp4" if output_dir is not None else None
+            row.summary = run_video(recognizer, path, output, overwrite=overwrite, progress=False, overlay=overlay)
         except EmotionError as exc:
             row.error = str(exc)
         rows.append(row)

@@ -12,7 +12,7 @@ import numpy as np
 
 from emotion.labels import LABELS
 from emotion.results import FrameResult
-from emotion.sources import EmotionError
+from emotion.errors import EmotionError
 
 
 def prepare_output(path: str | Path, overwrite: bool = True) -> Path:
@@ -21,7 +21,9 @@ def prepare_output(path: str | Path, overwrite: bool = True) -> Path:
     if p.is_dir():
         raise EmotionError(f"output path is a directory: {p} (give a file name such as {p / 'out.mp4'})")
     if p.exists() and not overwrite:
-        raise EmotionError(f"output file already exists: {p} (pass --overwrite to replace it)")
+        raise EmotionError(
+            f"output file already exists: {p}", fix="pass overwrite=True to replace it", cli_fix="pass --overwrite to replace it"
+        )
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

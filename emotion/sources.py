@@ -9,11 +9,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from emotion.errors import EmotionError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".pbm"})
-
-
-class EmotionError(Exception):
-    """A problem with the user's input or settings, reported as one line without a traceback."""
 
 
 def check_file(path: str | Path, what: str) -> Path:
@@ -26,8 +24,28 @@ def check_file(path: str | Path, what: str) -> Path:
     return p
 
 
+def check_image(image: object) -> np.ndarray:
+    """`image` if it is an image array (H x W, H x W x 1, 3 or 4; integer or float pixels), else EmotionError."""
+    if image is None:
+        raise EmotionError(
+            "no image: got None, which is what cv2.imread returns for a missing or unreadable file",
+            fix="check the file's path, or read it with emotion.sources.read_image for a precise error",
+        )
+    if not isinstance(image, np.ndarray):
+        raise EmotionError(f"not an image: got {type(image).__name__}", fix="pass a NumPy array of BGR pixels, H x W x 3")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or 0 in image.shape:
+        raise EmotionError(
+            f"not an image: an array of shape {image.shape}",
+            fix="pass H x W (gray), H x W x 3 (BGR) or H x W x 4 (BGRA) pixels",
+        )
+    if image.dtype.kind not in "uif":
+        raise EmotionError(f"not an image: an array of {image.dtype} values", fix="pass integer or float pixels")
+    return image
+
+
 def to_bgr(image: np.ndarray) -> np.ndarray:
     """Convert a grayscale, BGRA or 16-bit image to 8-bit BGR; BGR uint8 passes through unchanged."""
+    check_image(image)
     if image.dtype != np.uint8:
         scale = 255.0 / max(float(image.max()), 1.0) if image.dtype.kind == "f" else 255.0 / np.iinfo(image.dtype).max
         image = np.clip(image.astype(np.float32) * scale, 0, 255).astype(np.uint8)
@@ -38,6 +56,20 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 1:
         return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
     return image
+
+
+def image_files(paths: list[str | Path]) -> list[Path]:
+    """The image files named by `paths`, where a folder stands for the images directly in it (sorted by name)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise EmotionError(f"no image files in the folder {path}", fix=f"it needs {', '.join(sorted(IMAGE_SUFFIXES))} files")
+        files += found
+    return files
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -4,6 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -24,3 +27,11 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
     assert "Traceback" not in proc.stderr
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def write_clip(path, frames: int = 30, size=(160, 120)) -> None:
+    """A small MJPG clip of flat grey frames (no faces) for tests about files rather than faces."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), (i * 8) % 256, np.uint8))
+    writer.release()

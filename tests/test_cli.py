@@ -1,12 +1,14 @@
 """End-to-end tests through the real command line (`python main.py ...`) on real photos and videos."""
 
 import json
+import os
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from clitools import SHARED, cli
+from clitools import SHARED, assert_clean_error, cli, write_clip
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 
@@ -94,15 +96,82 @@ def test_face_then_no_face_every_frame_present(tmp_path):
     assert all(f["emotion"] is None and f["faces"] == [] for f in frames[72:])
 
 
-def test_demo_runs_without_user_files(tmp_path):
+def test_demo_runs_without_user_files_and_is_right(tmp_path):
     proc = cli("--demo", "--output", tmp_path / "demo", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     frames = json.loads((tmp_path / "demo" / "demo_annotated_results.json").read_text())
     assert len(frames) == 72
-    assert sum(len(f["faces"]) >= 1 for f in frames) >= 60
+    assert sum(len(f["faces"]) == 1 for f in frames) >= 70
+    assert sum(f["emotion"] == "neutral" for f in frames) >= 60, [f["emotion"] for f in frames]
     cap = cv2.VideoCapture(str(tmp_path / "demo" / "demo_annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
     assert "demo_annotated.mp4" in proc.stdout
+    assert "largest face's emotion: neutral" in proc.stdout and "of the frames with a face" in proc.stdout
+    again = cli("--demo", "--output", tmp_path / "demo", "--no-progress")
+    assert_clean_error(again, "already exists", "--overwrite")
+    assert cli("--demo", "--output", tmp_path / "demo", "--no-progress", "--overwrite").returncode == 0
+
+
+@needs_shared
+def test_image_line_says_what_the_number_is():
+    proc = cli("--image", SHARED / "images" / "neutral.jpeg")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"neutral.jpeg: face #0 neutral \(probability 0\.\d\d\)$", proc.stdout.strip()), proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        ([], ["one of the arguments", "--help"]),
+        (["--video"], ["expected one argument"]),
+        (["--video", "x.mp4", "--smoothing", "0"], ["--smoothing must be 1 or more"]),
+        (["--image", "x.jpg", "--bogus"], ["unrecognized arguments: --bogus"]),
+        (["--image", "a.jpg", "b.jpg", "--output", "two.png"], ["names a file", "folder"]),
+    ],
+)
+def test_usage_errors_are_one_line(argv, words, tmp_path):
+    proc = cli(*argv, cwd=tmp_path)
+    assert_clean_error(proc, *words)
+    assert not (tmp_path / "two.png").exists()
+
+
+def test_folder_of_videos_with_a_file_output_is_refused(tmp_path):
+    (tmp_path / "clips").mkdir()
+    write_clip(tmp_path / "clips" / "a.avi")
+    proc = cli("--video", tmp_path / "clips", "--output", tmp_path / "x.mp4")
+    assert_clean_error(proc, "names a file", "output folder")
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@needs_shared
+def test_image_folder_processes_every_image(tmp_path):
+    proc = cli("--image", SHARED / "images", "--json", tmp_path / "all.json", "--output", tmp_path / "annotated")
+    assert proc.returncode == 0, proc.stderr
+    images = sorted(p.name for p in (SHARED / "images").iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    records = json.loads((tmp_path / "all.json").read_text())
+    assert sorted(Path(r["image"]).name for r in records) == images
+    assert len(list((tmp_path / "annotated").glob("*_annotated.png"))) == len(images)
+
+
+def test_video_folder_without_output_writes_one_json_per_video(tmp_path):
+    (tmp_path / "clips").mkdir()
+    write_clip(tmp_path / "clips" / "a.avi", frames=6)
+    write_clip(tmp_path / "clips" / "b.avi", frames=9)
+    proc = cli("--video", tmp_path / "clips", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads((tmp_path / "a_results.json").read_text())) == 6
+    assert len(json.loads((tmp_path / "b_results.json").read_text())) == 9
+    assert "2 of 2 videos processed" in proc.stdout
+
+
+@pytest.mark.parametrize("display", [None, ":4321"])
+def test_realtime_without_a_display_names_headless(display, tmp_path):
+    write_clip(tmp_path / "a.avi")
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    if display:
+        env["DISPLAY"] = display
+    proc = cli("--realtime", "--source", tmp_path / "a.avi", env=env)
+    assert_clean_error(proc, "display", "--headless")
 
 
 def test_help_explains_modes():

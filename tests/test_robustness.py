@@ -10,19 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from clitools import ROOT, SHARED, assert_clean_error, cli
+from clitools import ROOT, SHARED, assert_clean_error, cli, write_clip
 
 from emotion.model import ModelConfig, create_model, save_checkpoint
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
-
-
-def write_clip(path, frames: int = 30, size=(160, 120)) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
-    for i in range(frames):
-        writer.write(np.full((size[1], size[0], 3), (i * 8) % 256, np.uint8))
-    writer.release()
 
 
 def bad_inputs(tmp):
@@ -44,7 +37,7 @@ def bad_inputs(tmp):
     return [
         ("missing file", ["--video", tmp / "nope.mp4"], ["not found", "nope.mp4"]),
         ("missing image", ["--image", tmp / "nope.jpg"], ["not found"]),
-        ("directory for an image", ["--image", tmp], ["is a directory"]),
+        ("folder without images for --image", ["--image", tmp], ["no image files"]),
         ("text renamed .mp4", ["--video", tmp / "notes.mp4"], ["notes.mp4", "not a video"]),
         ("unsupported image format", ["--image", tmp / "picture.svg"], ["cannot decode image", "PNG"]),
         ("zero-frame video", ["--video", tmp / "empty.avi"], ["no readable frames"]),
