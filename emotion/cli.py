@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from emotion.labels import LABELS
+from emotion.text import plural
 
 EPILOG = """examples:
   python main.py --demo                                  annotate a built-in clip, no files needed
@@ -369,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(batch_table(rows)))
             failed = sum(r.error is not None for r in rows)
             if failed:
-                raise EmotionError(f"{failed} of {len(rows)} videos failed (reasons in the table above)")
+                raise EmotionError(f"{failed} of {plural(len(rows), 'video')} failed (reasons in the table above)")
             return 0
         detector = _object_detector(args, recognizer, wait=True) if args.objects else None
         try:

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, Sampler
 
 from emotion.atomic import atomic_open
 from emotion.labels import CIRCUMPLEX, LABELS
+from emotion.text import plural
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
@@ -410,8 +411,9 @@ class PrepSummary:
         usable = self.total - self.no_face - self.unreadable
         out = [
             (
-                f"preprocessing: {self.total} clips, {usable} usable ({self.cached} from the cache, {self.processed} "
-                f"run through the face stage), {self.no_face} without a face, {self.unreadable} unreadable"
+                f"preprocessing: {plural(self.total, 'clip')}, {usable} usable ({self.cached} from the cache, "
+                f"{self.processed} run through the face stage), {self.no_face} without a face, {self.unreadable} "
+                "unreadable"
             )
         ]
         out += [f"  skipped {Path(s).name}: {why}" for s, why in self.failures[:10]]

@@ -19,6 +19,7 @@ import torch
 
 from emotion.atomic import atomic_open
 from emotion.labels import LABELS
+from emotion.text import plural
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(LABELS)) -> np.ndarray:
@@ -178,7 +179,7 @@ def metric_lines(metrics: dict[str, Any]) -> list[str]:
         )
     for name in ("valence", "arousal"):
         if f"ccc_{name}" in metrics:
-            lines.append(f"CCC {name} {metrics[f'ccc_{name}']:.3f} over {metrics[f'frames_{name}']} frames")
+            lines.append(f"CCC {name} {metrics[f'ccc_{name}']:.3f} over {plural(metrics[f'frames_{name}'], 'frame')}")
     if "confusion" in metrics:
         lines += ["confusion matrix (rows true, columns predicted):", format_confusion(metrics["confusion"])]
     return lines

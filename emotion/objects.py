@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.text import plural
+
 NO_BOXES = np.zeros((0, 6), dtype=np.float32)
 
 
@@ -178,7 +180,7 @@ class ObjectDetector:
         """One line for the end-of-run report."""
         if self.error:
             return self.error
-        return f"objects: {self.runs} detections, {self.mean_ms:.0f} ms each ({self.config.weights})"
+        return f"objects: {plural(self.runs, 'detection')}, {self.mean_ms:.0f} ms each ({self.config.weights})"
 
     def close(self) -> None:
         with self._lock:

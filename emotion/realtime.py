@@ -28,6 +28,7 @@ from emotion.results import FrameResult
 from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
 from emotion.errors import EmotionError
 from emotion.sources import VideoSource
+from emotion.text import plural
 
 def display_problem() -> str | None:
     """Why no window can open here, or None; checked first because OpenCV's Qt aborts the process without one."""
@@ -377,8 +378,8 @@ class RealtimeSummary:
         med, p95 = self.latency()
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stages_ms.items())
         return [
-            f"{self.source}: {self.frames} frames shown in {self.seconds:.1f} s ({self.fps:.1f} fps), "
-            f"{self.dropped} skipped to stay live, faces in {self.frames_with_faces} frames",
+            f"{self.source}: {plural(self.frames, 'frame')} shown in {self.seconds:.1f} s ({self.fps:.1f} fps), "
+            f"{self.dropped} skipped to stay live, faces in {plural(self.frames_with_faces, 'frame')}",
             f"  latency capture to display: median {med:.0f} ms, p95 {p95:.0f} ms",
             f"  ms per frame: {stages}",
             *[f"  {note}" for note in self.notes],
@@ -482,7 +483,7 @@ class RealtimeApp:
             if cfg.headless and cfg.progress and time.perf_counter() > next_report:
                 next_report = time.perf_counter() + 5.0
                 n = len(self._last_result.faces)
-                print(f"frame {cap.index}: {n} face{'s' * (n != 1)}, {self._fps:.1f} fps", file=sys.stderr, flush=True)
+                print(f"frame {cap.index}: {plural(n, 'face')}, {self._fps:.1f} fps", file=sys.stderr, flush=True)
 
     def _record_latency(self, cap: Captured) -> None:
         self.summary.latency_ms.append((time.perf_counter() - cap.captured_at) * 1000.0)

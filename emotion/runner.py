@@ -21,6 +21,7 @@ from emotion.results import FrameResult
 from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
 from emotion.errors import EmotionError
 from emotion.sources import VideoSource, image_files, read_image
+from emotion.text import plural
 
 
 @dataclass
@@ -46,11 +47,15 @@ class VideoSummary:
         top = f"{top} of the frames with a face" if top else ""
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stages_ms.items())
         return [
-            f"{self.source.name}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
-            f"faces in {self.frames_with_faces} frames ({self.faces} face detections)",
+            f"{self.source.name}: {plural(self.frames, 'frame')} in {self.seconds:.1f} s ({self.fps:.1f} fps), "
+            f"faces in {plural(self.frames_with_faces, 'frame')} ({plural(self.faces, 'face detection')})",
             f"  largest face's emotion: {top or 'no face found'}",
             f"  ms per frame: {stages}",
-            *([f"  skipped {len(self.skipped)} unreadable frame(s): {_ranges(self.skipped)}"] if self.skipped else []),
+            *(
+                [f"  skipped {plural(len(self.skipped), 'unreadable frame')}: {_ranges(self.skipped)}"]
+                if self.skipped
+                else []
+            ),
             *[f"  wrote {p}" for p in self.outputs],
         ]
 
@@ -266,8 +271,8 @@ def run_video(
     summary.skipped = video.skipped
     if video.truncated:
         raise EmotionError(
-            f"{video.info.path.name} ended after {video.frames_read} of {video.info.frame_count} frames: the file is "
-            f"truncated or corrupt (re-download or re-encode it); results for the frames read are in "
+            f"{video.info.path.name} ended after {video.frames_read} of {plural(video.info.frame_count, 'frame')}: "
+            "the file is truncated or corrupt (re-download or re-encode it); results for the frames read are in "
             + ", ".join(str(p) for p in summary.outputs)
         )
     return summary
@@ -390,5 +395,5 @@ def batch_table(rows: list[BatchRow]) -> list[str]:
         else:
             lines.append(f"{r.source.name:<{width}}  {'failed':<9} {'-':>7} {'-':>7} {'-':>8}  {r.error}")
     done = sum(r.summary is not None for r in rows)
-    lines.append(f"{done} of {len(rows)} videos processed")
+    lines.append(f"{done} of {plural(len(rows), 'video')} processed")
     return lines

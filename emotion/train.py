@@ -29,6 +29,7 @@ from emotion.data import AugmentConfig, ClipDataset, EpochSampler, PrepConfig, a
 from emotion.inputs import crops_to_tensor
 from emotion.labels import LABELS
 from emotion.model import ModelConfig, STNet, create_model, load_checkpoint, save_checkpoint
+from emotion.text import plural
 
 RESUMABLE = ("data", "cache_dir", "epochs", "patience", "workers", "loader_workers", "threads", "device", "progress")
 """TrainConfig fields a resumed run takes from the new command line; all others come from the checkpoint."""
@@ -299,7 +300,10 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
 
     scan = load_dataset(config.data, config.format)
     records = assign_splits(scan.records, config.val_split, config.seed)
-    say(f"dataset {config.data} ({scan.format}): {len(scan.records)} clips, {len(scan.skipped)} files passed over")
+    say(
+        f"dataset {config.data} ({scan.format}): {plural(len(scan.records), 'clip')}, "
+        f"{plural(len(scan.skipped), 'file')} passed over"
+    )
     prep = PrepConfig(crop_size=model_config.crop_size, in_chans=model_config.in_chans)
     cache_dir = Path(config.cache_dir).expanduser()
     clips, summary = preprocess(
@@ -315,7 +319,7 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
         raise ValueError("no training clip with a face; check the dataset and the preprocessing summary")
     counts = {LABELS[i]: sum(c.record.label == i for c in train_clips) for i in range(len(LABELS))}
     say(
-        f"train {len(train_clips)} clips, val {len(val_clips)} clips; train per class: "
+        f"train {plural(len(train_clips), 'clip')}, val {plural(len(val_clips), 'clip')}; train per class: "
         + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     )
 
@@ -376,7 +380,7 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(run_dir, purge_step=start_epoch * steps_per_epoch if state else None)
-        say(f"checkpoints: {ckpt_dir}/  TensorBoard: {run_dir}  ({steps_per_epoch} steps per epoch)")
+        say(f"checkpoints: {ckpt_dir}/  TensorBoard: {run_dir}  ({plural(steps_per_epoch, 'step')} per epoch)")
 
     has_labels = any(c.record.label >= 0 for c in val_clips)
     ddp: DistributedDataParallel | None = None

@@ -88,12 +88,20 @@ def test_corrupt_frame_in_the_middle_is_skipped_and_reported(tmp_path):
     clip.write_bytes(bytes(data))
     proc = cli("--video", clip, "--json", tmp_path / "r.json", "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    assert "skipped 1 unreadable frame(s): 15" in proc.stdout
+    assert "skipped 1 unreadable frame: 15" in proc.stdout
     frames = [f["frame"] for f in json.loads((tmp_path / "r.json").read_text())]
     assert frames == [i for i in range(30) if i != 15]
 
 
 @needs_shared
+def test_one_frame_video_reports_counts_in_the_singular(tmp_path):
+    clip = tmp_path / "one.avi"
+    write_clip(clip, frames=1)
+    proc = cli("--video", clip, "--json", tmp_path / "r.json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "one.avi: 1 frame in " in proc.stdout and "faces in 0 frames (0 face detections)" in proc.stdout
+
+
 def test_odd_images_work(tmp_path):
     face = cv2.imread(str(SHARED / "images" / "neutral.jpeg"))
     happy = cv2.imread(str(SHARED / "images" / "happy-baby.jpeg"))
