@@ -74,14 +74,15 @@ def ccc(pred: np.ndarray | torch.Tensor, true: np.ndarray | torch.Tensor) -> flo
 
 
 def format_confusion(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS) -> str:
-    """The confusion matrix as an aligned text table (rows true, columns predicted)."""
-    matrix = np.asarray(matrix)
-    width = max(max(len(n) for n in labels), len(str(matrix.max())) if matrix.size else 1) + 1
-    lines = ["true \\ predicted".ljust(10) + "".join(n[:width].rjust(width) for n in labels)]
-    lines += [
-        name.ljust(10) + "".join(str(v).rjust(width) for v in row) for name, row in zip(labels, matrix, strict=True)
-    ]
-    return "\n".join(lines)
+    """The confusion matrix as a text table (rows true, columns predicted): each column is as wide as its label or its
+    largest count, counts right-aligned under their label, so columns line up whatever the labels and counts."""
+    corner = "true \\ predicted"
+    rows = [[corner, *labels]] + [[name, *map(str, row)] for name, row in zip(labels, np.asarray(matrix), strict=True)]
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    return "\n".join(
+        r[0].ljust(widths[0]) + "".join("  " + cell.rjust(w) for cell, w in zip(r[1:], widths[1:], strict=True))
+        for r in rows
+    )
 
 
 def confusion_image(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS, title: str = "") -> np.ndarray:

@@ -3,6 +3,7 @@ the pretrained model on a cached synthetic dataset, and real clips end to end th
 train, evaluate, and the trained checkpoint in --video mode."""
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -74,6 +75,32 @@ def test_confusion_text_and_png(tmp_path):
     empty = img[top + 1 * cell + 40, left + 2 * cell + 60]  # an empty off-diagonal cell stays white
     assert happy[1] > 200 and happy[0] < 60 and happy[2] < 60
     assert (empty > 240).all()
+
+
+def column_ends(table: list[str], columns: int) -> list[list[int]]:
+    """Per line of a printed table, the character offset where each of its last `columns` entries ends."""
+    return [[m.end() for m in re.finditer(r"\S+", line)][-columns:] for line in table]
+
+
+def test_confusion_columns_line_up_whatever_the_labels_and_counts(tmp_path):
+    wide = format_confusion([[1, 20000], [3, 4]], ("a-very-long-category", "b")).splitlines()
+    ends = column_ends(wide, 2)
+    assert ends[0] == ends[1] == ends[2] and wide[1].startswith("a-very-long-category ")
+    manifest = make_synthetic_dataset(
+        tmp_path / "syn", tmp_path / "cache", clips_per_class=2, frames=16, prep=PrepConfig()
+    )
+    done = cli("--evaluate", "--data", manifest, "--cache-dir", tmp_path / "cache", "--output", tmp_path / "out",
+               "--no-progress", "--threads", "1")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    start = lines.index("confusion matrix (rows true, columns predicted):") + 1
+    table = lines[start : start + len(LABELS) + 1]
+    assert table[0].startswith("true \\ predicted") and table[0].split()[-len(LABELS) :] == list(LABELS)
+    assert [line.split()[0] for line in table[1:]] == list(LABELS)
+    ends = column_ends(table, len(LABELS))
+    assert all(row == ends[0] for row in ends[1:]), "\n".join(table)
+    counts = [[int(v) for v in line.split()[1:]] for line in table[1:]]
+    assert counts == json.loads((tmp_path / "out" / "metrics.json").read_text())["confusion"]
 
 
 def test_summarize_averages_windows_per_clip():
