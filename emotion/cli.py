@@ -190,7 +190,8 @@ def _add_training_arguments(p: argparse.ArgumentParser, mode: argparse._Mutually
     g.add_argument("--eval-split", default="all", choices=("all", "train", "val", "test"),
                    help="--evaluate: which clips (val = as held out in training; default: all)")  # fmt: skip
     g.add_argument("--name", default="emotion", help="--train: run name: models/NAME/{best,last}.pt, runs/NAME-N (default: emotion)")
-    g.add_argument("--epochs", type=int, default=30, metavar="N", help="--train: epochs in total (default: 30)")
+    g.add_argument("--epochs", type=int, metavar="N",
+                   help="--train: epochs in total (default: 30; with --resume: the run's own total)")  # fmt: skip
     g.add_argument("--lr", type=float, default=3e-4, metavar="X", help="--train: peak AdamW learning rate (default: 3e-4)")
     g.add_argument("--weight-decay", type=float, default=0.05, metavar="X", help="--train: AdamW weight decay (default: 0.05)")
     g.add_argument("--warmup-epochs", type=float, default=1.0, metavar="X", help="--train: linear warm-up before cosine decay (default: 1)")
@@ -198,12 +199,13 @@ def _add_training_arguments(p: argparse.ArgumentParser, mode: argparse._Mutually
     g.add_argument("--va-weight", type=float, default=1.0, metavar="X", help="--train: weight of the valence/arousal CCC loss (default: 1)")
     g.add_argument("--balanced", action="store_true", help="--train: class-balanced sampling instead of shuffling")
     g.add_argument("--no-augment", action="store_true", help="--train: no flip/affine/brightness/landmark-jitter augmentation")
-    g.add_argument("--patience", type=int, default=10, metavar="N",
-                   help="--train: stop after N epochs without a better validation UAR (CCC without categories); 0 never "
-                   "(default: 10)")  # fmt: skip
+    g.add_argument("--patience", type=int, metavar="N",
+                   help="--train: stop early, saying so, after N epochs without a better validation UAR (CCC without "
+                   "categories); 0 never (default: 10; with --resume: the run's own)")  # fmt: skip
     g.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
-                   help="--train: continue an interrupted run exactly (default file: models/NAME/last.pt); --epochs may "
-                   "raise the total")  # fmt: skip
+                   help="--train: continue a run exactly where it stopped (default file: models/NAME/last.pt); a run "
+                   "that did all its epochs goes on with a larger --epochs, one stopped early with a larger --patience "
+                   "(or 0)")  # fmt: skip
     g.add_argument("--freeze-backbone-epochs", type=int, default=0, metavar="N",
                    help="--train: keep the pretrained frame CNN fixed for the first N epochs (default: 0)")  # fmt: skip
     g.add_argument("--from-scratch", action="store_true", help="--train: random initial weights instead of the pretrained FER2013 CNN")
@@ -225,11 +227,11 @@ def _check_training_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.train and (args.output or args.json):
         p.error("--train writes models/NAME/ and runs/NAME-N; --output and --json are for --evaluate")
     for name in ("workers", "batch_size", "epochs"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be 1 or more")
     if args.train and args.from_scratch and args.weights:
         p.error("--from-scratch and --weights exclude each other (--weights fine-tunes that checkpoint)")
-    if args.loader_workers < 0 or args.patience < 0 or args.freeze_backbone_epochs < 0:
+    if args.loader_workers < 0 or (args.patience or 0) < 0 or args.freeze_backbone_epochs < 0:
         p.error("--loader-workers, --patience and --freeze-backbone-epochs must be 0 or more")
 
 

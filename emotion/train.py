@@ -3,7 +3,8 @@
 One flat loop: dataset -> face-stage cache -> clip windows -> AdamW with warm-up and cosine decay, cross-entropy on
 every time step plus CCC loss for valence/arousal, gradient clipping, mixed precision on CUDA, validation, TensorBoard
 under runs/<name>-N, best and last checkpoints under models/<name>/ written atomically. last.pt also holds the full
-training state (optimizer, scheduler, scaler, epoch, RNG states, best metric), so `--resume` continues exactly.
+training state (optimizer, scheduler, scaler, epoch, RNG states, best metric, whether patience ended the run), so
+`--resume` continues exactly, and refuses with the reason when the settings leave it nothing to train.
 """
 
 from __future__ import annotations
@@ -31,8 +32,17 @@ from emotion.labels import LABELS
 from emotion.model import ModelConfig, STNet, create_model, load_checkpoint, save_checkpoint
 from emotion.text import plural
 
-RESUMABLE = ("data", "cache_dir", "epochs", "patience", "workers", "loader_workers", "threads", "device", "progress")
-"""TrainConfig fields a resumed run takes from the new command line; all others come from the checkpoint."""
+RESUMABLE = ("data", "cache_dir", "workers", "loader_workers", "threads", "device", "progress")
+"""TrainConfig fields a resumed run takes from the new command line; epochs and patience too when given (not None);
+all others come from the checkpoint."""
+DEFAULT_EPOCHS, DEFAULT_PATIENCE = 30, 10
+MONITOR_NAMES = {
+    "uar": "validation UAR",
+    "accuracy": "validation accuracy",
+    "macro_f1": "validation macro F1",
+    "ccc": "validation CCC",
+    "loss": "training loss",
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class TrainConfig:
     data: str  # dataset folder or CSV manifest
     format: str = "auto"  # dataset layout: auto, folder, csv, ravdess, cremad, oulu, affwild
     name: str = "emotion"  # run name: checkpoints in models/<name>/, logs in runs/<name>-N
-    epochs: int = 30  # epochs in total (a resumed run continues up to this)
+    epochs: int | None = None  # epochs in total; None: 30 or the resumed run's own total
     batch_size: int = 16  # clips per optimizer step and process
     lr: float = 3e-4  # peak learning rate of AdamW after warm-up
     weight_decay: float = 0.05  # AdamW decoupled weight decay (not on biases and norms)
@@ -54,7 +64,7 @@ class TrainConfig:
     va_weight: float = 1.0  # weight of the valence/arousal CCC loss where labels exist
     balanced: bool = False  # class-balanced sampling (with replacement) instead of shuffling
     val_split: float = 0.2  # fraction of subjects (or clips per class) held out when the data fixes no val split
-    patience: int = 10  # epochs without a better validation metric before stopping; 0 never stops early
+    patience: int | None = None  # epochs without improvement before stopping, 0 never; None: 10 or the resumed run's
     monitor: str = "auto"  # validation metric for best/early stopping: auto (uar, or ccc without categories)
     from_scratch: bool = False  # random backbone instead of the pretrained FER2013 weights
     backbone: str = "mini_xception"  # registry name of the frame backbone for a new model
@@ -77,8 +87,10 @@ class TrainConfig:
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
+        if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be at least 1")
+        if self.patience is not None and self.patience < 0:
+            raise ValueError("--patience must be 0 or more")
         if not 0 <= self.val_split < 1:
             raise ValueError("--val-split must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:
@@ -238,10 +250,64 @@ def _resume_path(config: TrainConfig) -> Path | None:
 
 
 def _merge_resumed(config: TrainConfig, stored: dict[str, Any]) -> TrainConfig:
-    """The checkpoint's training config, with the RESUMABLE fields of the new command line."""
+    """The checkpoint's training config, with the RESUMABLE fields of the new command line and its epochs and
+    patience where given."""
     known = {f.name for f in fields(TrainConfig)}
     base = TrainConfig(**{k: v for k, v in stored.items() if k in known})
-    return replace(base, resume=config.resume, **{k: getattr(config, k) for k in RESUMABLE})
+    given = {k: getattr(config, k) for k in ("epochs", "patience") if getattr(config, k) is not None}
+    return replace(base, resume=config.resume, **{k: getattr(config, k) for k in RESUMABLE}, **given)
+
+
+def _with_defaults(config: TrainConfig) -> TrainConfig:
+    """A new run's config with DEFAULT_EPOCHS and DEFAULT_PATIENCE where none is given."""
+    epochs = DEFAULT_EPOCHS if config.epochs is None else config.epochs
+    return replace(config, epochs=epochs, patience=DEFAULT_PATIENCE if config.patience is None else config.patience)
+
+
+def _stall_text(monitor: str, epochs: int) -> str:
+    """'no better validation UAR for 10 epochs': why patience ends a run."""
+    return f"no better {MONITOR_NAMES.get(monitor, monitor)} for {plural(epochs, 'epoch')}"
+
+
+def _best_text(monitor: str, best: float, history: list[dict[str, Any]]) -> str:
+    """'best 0.6200 at epoch 3' (the first epoch with the best value), in the metric's own sign (the loss is maximised
+    negated)."""
+    epoch = next((h["epoch"] for h in history if h["monitor"] == best), None)
+    if epoch is None:
+        return "no valid value yet"
+    return f"best {-best if monitor == 'loss' else best:.4f} at epoch {epoch}"
+
+
+def _check_resumable(path: Path, config: TrainConfig, extra: dict[str, Any]) -> str:
+    """Raise ValueError saying why, and what to pass, when the resumed run has nothing to train: patience used up
+    (an early stop) or all epochs done. Else the line announcing the resumption."""
+    state, stored = extra["train_state"], extra["train_config"]
+    done, bad, history = state["epoch"] + 1, state["bad_epochs"], state["history"]
+    monitor = extra.get("monitor", "uar")
+    quiet = _stall_text(monitor, bad)
+    best = _best_text(monitor, state["best"], history)
+    if config.patience and bad >= config.patience:
+        why = (
+            f"stopped early at epoch {done} of {stored['epochs']}: {quiet} ({best}, patience {stored['patience']})"
+            if state.get("stopped_early")
+            else f"has had {quiet} ({best}), so patience {config.patience} would stop it at once"
+        )
+        raise ValueError(
+            f"{path}: this run {why}; pass --patience N larger than {bad} (or 0 to never stop) with --resume to "
+            "continue"
+        )
+    if done >= config.epochs:
+        why = (
+            f"already completed all its {plural(done, 'epoch')}, nothing to do"
+            if config.epochs == stored["epochs"] == done
+            else f"already trained {plural(done, 'epoch')}, so --epochs {config.epochs} leaves nothing to do"
+        )
+        raise ValueError(f"{path}: this run {why}; pass --epochs N larger than {done} with --resume to train on")
+    line = f"resuming {path} after epoch {done} of {config.epochs} ({best})"
+    if state.get("stopped_early"):
+        limit = f"patience {config.patience}" if config.patience else "patience 0 (never stopping early)"
+        line += f"; it had stopped early ({quiet}) and goes on with {limit}"
+    return line
 
 
 def _monitor_value(config: TrainConfig, metrics: dict[str, Any], has_labels: bool) -> tuple[str, float]:
@@ -289,8 +355,10 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
         if "train_state" not in extra:
             raise ValueError(f"{resume_path} holds no training state (resume from a last.pt written by training)")
         config = _merge_resumed(config, extra["train_config"])
+        say(_check_resumable(resume_path, config, extra))
         state = extra["train_state"]
     else:
+        config = _with_defaults(config)
         torch.manual_seed(config.seed)
         model, model_config = _build_model(config)
     device = env.device
@@ -369,9 +437,6 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
         start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
         history, run_dir = list(state["history"]), state["run_dir"]
         set_rng_state(state["rng"])
-        say(f"resuming {resume_path} after epoch {start_epoch} of {config.epochs} (best {best:.4f})")
-        if start_epoch >= config.epochs or (config.patience and bad_epochs >= config.patience):
-            say("that run had already finished; raise --epochs (or --patience) to train on")
     if env.main and run_dir is None:
         run_dir = str(ev.next_run_dir(config.runs_dir, config.name))
     run_dir = env.broadcast(run_dir)
@@ -386,10 +451,8 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
     ddp: DistributedDataParallel | None = None
     frozen: bool | None = None
     monitor = "loss"
-    epoch = start_epoch - 1
+    stopped_early = False
     for epoch in range(start_epoch, config.epochs):
-        if config.patience and bad_epochs >= config.patience:
-            break
         t0 = time.perf_counter()
         want_frozen = epoch < config.freeze_backbone_epochs
         if want_frozen != frozen:
@@ -454,6 +517,7 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
         record = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         record.update(epoch=epoch + 1, seconds=seconds, lr=optimizer.param_groups[0]["lr"], monitor=value)
         history.append(_plain(record))
+        stopped_early = bool(config.patience) and bad_epochs >= config.patience and epoch + 1 < config.epochs
         if env.main:
             extra = {"epoch": epoch + 1, "metrics": _plain(record), "train_config": asdict(config), "monitor": monitor}
             if improved or not val_clips:
@@ -462,6 +526,7 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
                 "epoch": epoch,
                 "best": float(best),
                 "bad_epochs": bad_epochs,
+                "stopped_early": stopped_early,
                 "history": history,
                 "run_dir": run_dir,
                 "optimizer": _plain(optimizer.state_dict()),
@@ -472,9 +537,17 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
             save_checkpoint(last_path, model, model_config, {**extra, "train_state": train_state})
             _log_epoch(writer, metrics, epoch + 1, seconds)
             say(_epoch_line(epoch + 1, config.epochs, metrics, monitor, value, seconds, improved))
+            if stopped_early:
+                holds = "best.pt holds that epoch" if val_clips else "best.pt holds the last epoch"
+                say(
+                    f"stopped early at epoch {epoch + 1} of {config.epochs}: {_stall_text(monitor, bad_epochs)} "
+                    f"({_best_text(monitor, best, history)}); {holds}"
+                )
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
         env.barrier()
+        if stopped_early:
+            break
     result = {
         "best": str(best_path),
         "last": str(last_path),
@@ -482,6 +555,7 @@ def _run(config: TrainConfig, env: _Dist, on_epoch_end: Callable | None) -> dict
         "monitor": monitor,
         "best_value": best,
         "epochs": len(history),
+        "stopped_early": stopped_early,
         "history": history,
     }
     if env.main and val_clips and best_path.is_file():

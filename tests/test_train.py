@@ -1,9 +1,11 @@
 """Training: losses and schedule, a synthetic cached dataset learnt to near-perfect validation accuracy, exact resume
-after an interruption, SIGKILL mid-epoch, frozen-backbone epochs and DDP with two CPU processes under torchrun.
+after an interruption, SIGKILL mid-epoch, early stopping and what --resume does after it, frozen-backbone epochs and
+DDP with two CPU processes under torchrun.
 The real-data run through the command line is in test_evaluate.py."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,7 +15,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from clitools import ROOT, cli
+from clitools import ROOT, assert_clean_error, cli
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -182,6 +184,45 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, synthetic):
     assert f"epoch {epoch + 3}/{epoch + 3}" in done.stdout and f"epoch {epoch + 1}/" not in done.stdout
     assert load_checkpoint(ckpt / "last.pt")[2]["train_state"]["epoch"] == epoch + 2
     assert not list(ckpt.glob("*.tmp"))
+
+
+def test_early_stop_says_so_and_resume_needs_more_patience_or_epochs(tmp_path, synthetic):
+    def train(*extra: str):
+        return cli(*cli_train_args(synthetic, "--name", "early", "--batch-size", "32", *extra), cwd=tmp_path)
+
+    last = tmp_path / "models" / "early" / "last.pt"
+    first = train("--epochs", "40", "--patience", "1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "(1 step per epoch)" in first.stdout  # 18 training clips, 32 per batch
+    stop_line = (
+        r"^stopped early at epoch (\d+) of 40: no better validation UAR for 1 epoch \(best [01]\.\d{4} at epoch (\d+)\); "
+        r"best\.pt holds that epoch$"
+    )
+    match = re.search(stop_line, first.stdout, re.MULTILINE)
+    assert match, first.stdout
+    stop, best_epoch = int(match[1]), int(match[2])
+    assert stop == best_epoch + 1 and f"epoch {stop}/40" in first.stdout and f"epoch {stop + 1}/40" not in first.stdout
+    state = load_checkpoint(last)[2]["train_state"]
+    assert state["stopped_early"] and state["epoch"] == stop - 1 and state["bad_epochs"] == 1
+    assert load_checkpoint(last.with_name("best.pt"))[2]["epoch"] == best_epoch
+    written = last.stat().st_mtime_ns
+
+    refused = train("--resume", "--epochs", "40")
+    assert_clean_error(refused, f"stopped early at epoch {stop} of 40", "pass --patience N larger than 1", "0 to never stop")
+    assert last.stat().st_mtime_ns == written
+
+    more = train("--resume", "--patience", "0", "--epochs", str(stop + 2))
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert f"resuming {Path('models/early/last.pt')} after epoch {stop} of {stop + 2}" in more.stdout
+    assert "it had stopped early" in more.stdout and "stopped early at" not in more.stdout
+    assert f"epoch {stop + 1}/{stop + 2}" in more.stdout and f"epoch {stop + 2}/{stop + 2}" in more.stdout
+    state = load_checkpoint(last)[2]["train_state"]
+    assert not state["stopped_early"] and state["epoch"] == stop + 1
+
+    finished = train("--resume", "--epochs", str(stop + 2))
+    assert_clean_error(
+        finished, f"already completed all its {stop + 2} epochs, nothing to do", f"--epochs N larger than {stop + 2}"
+    )
 
 
 def test_torchrun_two_cpu_processes(tmp_path, synthetic):
