@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from emotion import evaluate as ev
 from emotion.data import AugmentConfig, ClipDataset, EpochSampler, PrepConfig, assign_splits, load_dataset, preprocess
+from emotion.errors import EmotionError
 from emotion.inputs import crops_to_tensor
 from emotion.labels import LABELS
 from emotion.model import ModelConfig, STNet, create_model, load_checkpoint, save_checkpoint
@@ -279,7 +280,7 @@ def _best_text(monitor: str, best: float, history: list[dict[str, Any]]) -> str:
 
 
 def _check_resumable(path: Path, config: TrainConfig, extra: dict[str, Any]) -> str:
-    """Raise ValueError saying why, and what to pass, when the resumed run has nothing to train: patience used up
+    """Raise EmotionError saying why, and what to change, when the resumed run has nothing to train: patience used up
     (an early stop) or all epochs done. Else the line announcing the resumption."""
     state, stored = extra["train_state"], extra["train_config"]
     done, bad, history = state["epoch"] + 1, state["bad_epochs"], state["history"]
@@ -288,21 +289,26 @@ def _check_resumable(path: Path, config: TrainConfig, extra: dict[str, Any]) -> 
     best = _best_text(monitor, state["best"], history)
     if config.patience and bad >= config.patience:
         why = (
-            f"stopped early at epoch {done} of {stored['epochs']}: {quiet} ({best}, patience {stored['patience']})"
+            f"stopped early at epoch {done} of {stored['epochs']} with patience {stored['patience']}: {quiet}, {best}"
             if state.get("stopped_early")
             else f"has had {quiet} ({best}), so patience {config.patience} would stop it at once"
         )
-        raise ValueError(
-            f"{path}: this run {why}; pass --patience N larger than {bad} (or 0 to never stop) with --resume to "
-            "continue"
+        raise EmotionError(
+            f"{path}: this run {why}",
+            fix=f"to continue, resume with patience larger than {bad}, or 0 to never stop",
+            cli_fix=f"to continue, pass --patience N larger than {bad}, or 0 to never stop, with --resume",
         )
     if done >= config.epochs:
         why = (
             f"already completed all its {plural(done, 'epoch')}, nothing to do"
             if config.epochs == stored["epochs"] == done
-            else f"already trained {plural(done, 'epoch')}, so --epochs {config.epochs} leaves nothing to do"
+            else f"already trained {plural(done, 'epoch')}, so {config.epochs} in total leaves nothing to do"
         )
-        raise ValueError(f"{path}: this run {why}; pass --epochs N larger than {done} with --resume to train on")
+        raise EmotionError(
+            f"{path}: this run {why}",
+            fix=f"to train on, resume with epochs larger than {done}",
+            cli_fix=f"to train on, pass --epochs N larger than {done} with --resume",
+        )
     line = f"resuming {path} after epoch {done} of {config.epochs} ({best})"
     if state.get("stopped_early"):
         limit = f"patience {config.patience}" if config.patience else "patience 0 (never stopping early)"

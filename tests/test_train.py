@@ -20,6 +20,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emotion.data import PrepConfig, make_synthetic_dataset
+from emotion.errors import EmotionError
 from emotion.model import create_model, load_checkpoint, save_checkpoint
 from emotion.model.stnet import ModelConfig
 from emotion.train import TrainConfig, ccc_loss, compute_loss, lr_factor, run
@@ -223,6 +224,9 @@ def test_early_stop_says_so_and_resume_needs_more_patience_or_epochs(tmp_path, s
     assert_clean_error(
         finished, f"already completed all its {stop + 2} epochs, nothing to do", f"--epochs N larger than {stop + 2}"
     )
+    with pytest.raises(EmotionError, match=f"resume with epochs larger than {stop + 2}") as refusal:
+        run(small_config(tmp_path, synthetic, name="early", epochs=None, resume="auto"))
+    assert "--" not in str(refusal.value)  # the library names settings, not command-line flags
 
 
 def test_torchrun_two_cpu_processes(tmp_path, synthetic):
