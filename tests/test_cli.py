@@ -3,12 +3,14 @@
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from clitools import SHARED, assert_clean_error, cli, write_clip
+from clitools import ROOT, SHARED, assert_clean_error, cli, write_clip
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 
@@ -179,3 +181,13 @@ def test_help_explains_modes():
     assert proc.returncode == 0
     for option in ("--image", "--video", "--demo", "--output", "--json", "--csv", "--weights", "--device", "--smoothing"):
         assert option in proc.stdout
+
+
+@needs_shared
+def test_a_closed_stdout_pipe_ends_quietly():
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--image", SHARED / "images"], stdout=reader.stdin,
+                          stderr=subprocess.PIPE, text=True, timeout=300)  # fmt: skip
+    reader.stdin.close()
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
