@@ -20,6 +20,8 @@ import cv2
 import mediapipe as mp
 import numpy as np
 
+from emotion.imaging import to_bgr, to_gray, to_rgb
+
 LANDMARK_COUNT = 468
 
 RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
@@ -171,36 +173,6 @@ def _greedy_nms(items: list, box_of) -> list:
     return kept
 
 
-def _to_gray(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[:, :, 0]
-    raise ValueError(f"expected a (H, W), (H, W, 3) BGR or (H, W, 4) BGRA image, got shape {image.shape}")
-
-
-def _to_bgr(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    return cv2.cvtColor(_to_rgb(image), cv2.COLOR_RGB2BGR)
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2RGB)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise ValueError(f"expected a (H, W), (H, W, 3) BGR or (H, W, 4) BGRA image, got shape {image.shape}")
-
-
 def _eye_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Eye midpoint (2,), the rotation (2, 2) that makes the eye line horizontal, and the inter-ocular distance."""
     right = landmarks[list(RIGHT_EYE), :2].mean(axis=0)
@@ -255,7 +227,7 @@ def align_crop(
     y0 = int(np.clip(math.floor(source[:, 1].min()) - 1, 0, h - 1))
     x1 = int(np.clip(math.ceil(source[:, 0].max()) + 2, x0 + 1, w))
     y1 = int(np.clip(math.ceil(source[:, 1].max()) + 2, y0 + 1, h))
-    region = _to_bgr(image[y0:y1, x0:x1]) if color else _to_gray(image[y0:y1, x0:x1])
+    region = to_bgr(image[y0:y1, x0:x1]) if color else to_gray(image[y0:y1, x0:x1])
     to_image = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
     shrink = math.hypot(*matrix[:, 0]) * 2.0
     if shrink < 1.0:
@@ -372,7 +344,7 @@ class FaceAnalyzer:
             self._mesh.reset()
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
-        rgb = _to_rgb(frame)
+        rgb = to_rgb(frame)
         h, w = rgb.shape[:2]
         factor = np.ones(3, np.float32)
         if max(h, w) > self.config.max_side:
