@@ -129,10 +129,12 @@ def export_model(model: STNet, fmt: str, path: str | Path) -> Path:
     return path
 
 
-def default_export_path(weights: str | Path | None, fmt: str) -> Path:
-    """models/stnet.onnx (or .torchscript.pt) for the default model, models/<checkpoint name>.onnx for a checkpoint."""
-    stem = "stnet" if weights is None else Path(weights).stem
-    return MODELS_DIR / (f"{stem}.onnx" if fmt == "onnx" else f"{stem}.torchscript.pt")
+def default_export_path(checkpoint: str | Path | None, fmt: str) -> Path:
+    """Where an export goes by default: beside a checkpoint (`models/mine/best.onnx` for `models/mine/best.pt`, where
+    the recognizer looks for it), and `models/stnet.onnx` in the current folder for the default model.
+    `.torchscript.pt` instead of `.onnx` for TorchScript."""
+    base = Path("models") / "stnet" if checkpoint is None else Path(checkpoint).with_suffix("")
+    return base.with_name(base.name + (".onnx" if fmt == "onnx" else ".torchscript.pt"))
 
 
 class RingBuffers:
