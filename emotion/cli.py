@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from emotion import __version__
 from emotion.labels import LABELS
 
 EPILOG = """examples:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"emotion {__version__}")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--image", nargs="+", metavar="PATH", help="one or more image files to classify")
     mode.add_argument(

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from clitools import SHARED, cli
 
+import emotion
+
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 
 
@@ -110,3 +112,9 @@ def test_help_explains_modes():
     assert proc.returncode == 0
     for option in ("--image", "--video", "--demo", "--output", "--json", "--csv", "--weights", "--device", "--smoothing"):
         assert option in proc.stdout
+
+
+def test_version_names_the_package_version():
+    proc = cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"emotion {emotion.__version__}"
