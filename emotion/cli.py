@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("onnx", "torchscript"),
         help="write the model's streaming step (the model of --weights, else the default) to --output, else beside "
         "the checkpoint (models/mine/best.onnx or .torchscript.pt) or, for the default model, to models/stnet.onnx "
-        "here, and exit; an existing file needs --overwrite",
+        "here, and exit; an existing file needs --overwrite. The shipped ONNX file is regenerated with --export onnx "
+        "--output emotion/weights/stnet.onnx --overwrite",
     )
     mode.add_argument(
         "--realtime",

@@ -9,6 +9,7 @@ import pytest
 import torch
 from clitools import assert_clean_error, cli
 
+from emotion import weights
 from emotion.atomic import atomic_open
 from emotion.export import (
     DEFAULT_ONNX,
@@ -98,11 +99,15 @@ def test_torchscript_export_equals_eager(trained_like, tmp_path):
         torch.testing.assert_close(g, w, atol=TOLERANCE, rtol=0)
 
 
-def test_committed_default_export_matches_the_default_model():
-    """models/stnet.onnx must compute the default model; if this fails, run `python main.py --export onnx`."""
-    assert DEFAULT_ONNX.is_file(), "models/stnet.onnx is missing: run `python main.py --export onnx`"
+REGENERATE = "python main.py --export onnx --output emotion/weights/stnet.onnx --overwrite"
+
+
+def test_shipped_default_export_matches_the_default_model():
+    """The shipped emotion/weights/stnet.onnx must compute the default model; if this fails, run REGENERATE."""
+    assert DEFAULT_ONNX == weights.path("stnet.onnx")
+    assert DEFAULT_ONNX.is_file(), f"{DEFAULT_ONNX} is missing: run `{REGENERATE}`"
     streamer = OnnxStreamer(default_model(), DEFAULT_ONNX)
-    assert streamer.source == str(DEFAULT_ONNX)
+    assert streamer.source == str(DEFAULT_ONNX), f"{DEFAULT_ONNX} is stale: run `{REGENERATE}`"
 
 
 def test_an_export_of_another_model_is_not_trusted(trained_like, tmp_path):
@@ -153,7 +158,7 @@ def test_cli_export_writes_a_file_the_recognizer_trusts(tmp_path):
 
 
 def test_cli_export_never_replaces_an_existing_file_without_overwrite(tmp_path):
-    """The default target is models/stnet.onnx in the current folder, written with the usual mode."""
+    """The default target is models/stnet.onnx in the current folder (not the shipped file), with the usual mode."""
     shipped = DEFAULT_ONNX.read_bytes()
     target = tmp_path / "models" / "stnet.onnx"
     proc = cli("--export", "onnx", cwd=tmp_path)
