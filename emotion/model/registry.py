@@ -42,7 +42,7 @@ def create_model(config: ModelConfig | None = None, pretrained: bool = False) ->
 
 @register_model("mini_xception")
 def mini_xception(config: ModelConfig, pretrained: bool) -> nn.Module:
-    """FER2013 mini-Xception on 64x64 grayscale crops; pretrained loads models/fer2013_mini_xception.pt."""
+    """FER2013 mini-Xception on 64x64 grayscale crops; pretrained loads the shipped weights (emotion.weights)."""
     if config.in_chans != 1 or config.crop_size != INPUT_SIZE:
         raise ValueError(f"mini_xception takes 1-channel {INPUT_SIZE}x{INPUT_SIZE} crops (in_chans=1, crop_size=64)")
     return load_pretrained_backbone() if pretrained else MiniXception(num_classes=config.num_classes)

@@ -11,8 +11,11 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import nn
 
-DEFAULT_WEIGHTS: Path = Path(__file__).resolve().parents[2] / "models" / "fer2013_mini_xception.pt"
-"""The converted checkpoint: a plain state dict of tensors, classifier channels in our LABELS order."""
+from emotion import weights
+
+DEFAULT_WEIGHTS: Path = weights.path("fer2013_mini_xception.pt")
+"""The converted checkpoint, shipped in the package: a plain state dict of tensors, classifier channels in our LABELS
+order."""
 
 INPUT_SIZE: int = 64
 """Side of the square grayscale face crop the model was trained on, in pixels."""
