@@ -36,7 +36,7 @@ t0 = time.time()
 import cv2
 from emotion.cli import build_parser
 from emotion.recognizer import EmotionRecognizer
-from emotion.runner import run_video
+from emotion.jobs import run_video
 t1 = time.time()
 rec = EmotionRecognizer()
 t2 = time.time()
@@ -148,7 +148,7 @@ def mesh_fps(frames: list[np.ndarray]) -> float:
 
 def pipeline(recognizer, path: Path, folder: Path, video: bool) -> tuple[float, dict[str, float]]:
     """Figures 3 and 4: `--video` processing rate (JSON only, or JSON + annotated video) and its stage times."""
-    from emotion.runner import run_video
+    from emotion.jobs import run_video
 
     out = folder / "annotated.mp4" if video else None
     summary = run_video(recognizer, path, out, folder / "results.json", progress=False)
@@ -159,7 +159,7 @@ def real_face_crops(count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` real face crops (count, 1, 64, 64) in [-1, 1] and their landmarks, from the shared photos."""
     from emotion.face import FaceAnalyzer, FaceConfig
     from emotion.inputs import crops_to_tensor
-    from emotion.sources import read_image
+    from emotion.io.files import read_image
 
     crops, landmarks = [], []
     with FaceAnalyzer(FaceConfig(max_faces=20), static=True) as analyzer:
@@ -208,7 +208,7 @@ def training_seconds(clips: int, threads: int) -> dict | None:
 def crowd_frames(faces: int, frames: int) -> list[np.ndarray]:
     """A synthetic clip of `faces` real faces tiled from the shared photos, drifting by a pixel per frame."""
     from emotion.face import FaceAnalyzer, FaceConfig
-    from emotion.sources import read_image
+    from emotion.io.files import read_image
 
     tiles = []
     with FaceAnalyzer(FaceConfig(max_faces=20), static=True) as analyzer:

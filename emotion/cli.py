@@ -1,4 +1,5 @@
-"""Command line: a thin layer over `emotion.recognizer` and `emotion.runner`. `python main.py --help` explains it."""
+"""Command line: a thin layer over `emotion.recognizer`, `emotion.jobs` and `emotion.app`. `python main.py --help`
+explains it."""
 
 from __future__ import annotations
 
@@ -279,7 +280,7 @@ def _export(args: argparse.Namespace) -> int:
     """--export: write the streaming step of the model as ONNX or TorchScript."""
     from emotion.export import default_export_path, export_model
     from emotion.model import CheckpointError, default_model, load_checkpoint
-    from emotion.sinks import prepare_output
+    from emotion.io.sinks import prepare_output
     from emotion.errors import EmotionError
 
     target = prepare_output(args.output or default_export_path(args.weights, args.export), args.overwrite)
@@ -334,22 +335,10 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         return _export(args)
     from emotion.face import FaceConfig
-    from emotion.errors import EmotionError
     from emotion.recognizer import EmotionRecognizer
-    from emotion.runner import batch_table, default_json_path, make_demo_clip, run_batch, run_images, run_video
-    from emotion.sinks import prepare_output
     from emotion.smoothing import SmoothingConfig
 
-    grabber = None
-    if args.realtime:
-        from emotion.realtime import FrameGrabber
-
-        from emotion.realtime import display_problem
-
-        problem = None if args.headless else display_problem()
-        if problem:
-            raise EmotionError(problem, cli_fix="use --headless to run without a window")
-        grabber = FrameGrabber(args.source or "0", sync=not args.no_sync)  # a missing camera fails before the model loads
+    source = _open_live_source(args) if args.realtime else None  # a missing camera fails before the model loads
     recognizer = EmotionRecognizer(
         weights=args.weights,
         device=args.device,
@@ -360,49 +349,59 @@ def run(args: argparse.Namespace) -> int:
     )
     with recognizer:
         if args.image:
-            records = run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite)
-            for rec in records:
-                faces = "; ".join(
-                    f"face #{f['id']} {f['emotion']} (probability {f['confidence']:.2f})" for f in rec["faces"]
-                )
-                faces = faces or "no face"
-                print(f"{rec['image']}: {faces}")
-            return 0
-        if grabber is not None:
-            return _realtime(recognizer, grabber, args)
+            return _images(recognizer, args)
+        if source is not None:
+            return _realtime(recognizer, source, args)
         if args.video and Path(args.video).is_dir():
-            rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress)
-            print("\n".join(batch_table(rows)))
-            failed = sum(r.error is not None for r in rows)
-            if failed:
-                raise EmotionError(f"{failed} of {plural(len(rows), 'video')} failed (reasons in the table above)")
-            return 0
-        detector = _object_detector(args, recognizer, wait=True) if args.objects else None
-        try:
-            if args.demo:
-                folder = Path(args.output or "demo_output")
-                output, overwrite = folder / "demo_annotated.mp4", args.overwrite
-                for path in (folder / "demo_input.mp4", output, default_json_path(output, output)):
-                    prepare_output(path, overwrite)  # refuse before writing anything
-                source = make_demo_clip(folder / "demo_input.mp4", overwrite=overwrite)
-            else:
-                source, output, overwrite = args.video, args.output, args.overwrite
-            summary = run_video(
-                recognizer,
-                source,
-                output,
-                args.json,
-                args.csv,
-                overwrite=overwrite,
-                progress=not args.no_progress,
-                objects=detector,
-            )
-        finally:
-            if detector is not None:
-                detector.close()
-        print("\n".join(summary.lines()))
-        if detector is not None and not detector.error:
-            print("  " + detector.summary())
+            return _video_folder(recognizer, args)
+        return _video(recognizer, args)
+
+
+def _images(recognizer, args: argparse.Namespace) -> int:
+    """--image: one line per image, each face with the model's probability of the emotion shown."""
+    from emotion.jobs import run_images
+
+    for rec in run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite):
+        faces = "; ".join(f"face #{f['id']} {f['emotion']} (probability {f['confidence']:.2f})" for f in rec["faces"])
+        print(f"{rec['image']}: {faces or 'no face'}")
+    return 0
+
+
+def _video_folder(recognizer, args: argparse.Namespace) -> int:
+    """--video DIR: every video in the folder, then the summary table."""
+    from emotion.errors import EmotionError
+    from emotion.jobs import batch_table, run_batch
+
+    rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress)
+    print("\n".join(batch_table(rows)))
+    failed = sum(r.error is not None for r in rows)
+    if failed:
+        raise EmotionError(f"{failed} of {plural(len(rows), 'video')} failed (reasons in the table above)")
+    return 0
+
+
+def _video(recognizer, args: argparse.Namespace) -> int:
+    """--video FILE and --demo: one video through the pipeline, with object boxes if asked."""
+    from emotion.io.sinks import default_json_path, prepare_output
+    from emotion.jobs import make_demo_clip, run_video
+
+    detector = _object_detector(args, recognizer, wait=True) if args.objects else None
+    try:
+        source, output = args.video, args.output
+        if args.demo:
+            folder = Path(args.output or "demo_output")
+            output = folder / "demo_annotated.mp4"
+            for path in (folder / "demo_input.mp4", output, default_json_path(output, output)):
+                prepare_output(path, args.overwrite)  # refuse before writing anything
+            source = make_demo_clip(folder / "demo_input.mp4", overwrite=args.overwrite)
+        summary = run_video(recognizer, source, output, args.json, args.csv, overwrite=args.overwrite,
+                            progress=not args.no_progress, objects=detector)  # fmt: skip
+    finally:
+        if detector is not None:
+            detector.close()
+    print("\n".join(summary.lines()))
+    if detector is not None and not detector.error:
+        print("  " + detector.summary())
     return 0
 
 
@@ -424,14 +423,28 @@ def _object_detector(args: argparse.Namespace, recognizer, wait: bool):
     return detector
 
 
-def _realtime(recognizer, grabber, args: argparse.Namespace) -> int:
-    """--realtime: the live loop in a window (or headless), then its summary."""
-    from emotion.realtime import RealtimeConfig, run_realtime
-    from emotion.runner import default_json_path
+def _open_live_source(args: argparse.Namespace):
+    """--realtime's source under the latest-frame policy, after checking that a window can open (unless headless)."""
+    from emotion.app.realtime import display_problem
     from emotion.errors import EmotionError
+    from emotion.io.sources import open_source
+
+    problem = None if args.headless else display_problem()
+    if problem:
+        raise EmotionError(problem, cli_fix="use --headless to run without a window")
+    if args.no_sync:  # every frame of a file, as fast as the loop takes them
+        return open_source(args.source or "0", policy="lossless", depth=1)
+    return open_source(args.source or "0", policy="latest", sync=True)
+
+
+def _realtime(recognizer, source, args: argparse.Namespace) -> int:
+    """--realtime: the live loop in a window (or headless), then its summary."""
+    from emotion.app.realtime import RealtimeConfig, run_realtime
+    from emotion.errors import EmotionError
+    from emotion.io.sinks import default_json_path
 
     output = Path(args.output) if args.output else None
-    json_path = Path(args.json) if args.json else (default_json_path(output, Path(grabber.name)) if output else None)
+    json_path = Path(args.json) if args.json else (default_json_path(output, Path(source.name)) if output else None)
     config = RealtimeConfig(
         headless=args.headless,
         output=output,
@@ -443,7 +456,7 @@ def _realtime(recognizer, grabber, args: argparse.Namespace) -> int:
         object_config=_object_config(args, recognizer),
         progress=not args.no_progress,
     )
-    summary = run_realtime(recognizer, grabber, config)
+    summary = run_realtime(recognizer, source, config)
     print("\n".join(summary.lines()))
     if summary.error:
         raise EmotionError(summary.error)

@@ -463,7 +463,7 @@ def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
 def _frames_of(source: Path) -> Iterator[tuple[int, np.ndarray]]:
     """(index, BGR frame) of a video file or of a frame folder (in name order); a video's unreadable frames are
     skipped with their index, so later frames keep the index their per-frame labels use."""
-    from emotion.sources import VideoSource, read_image
+    from emotion.io.files import VideoSource, read_image
 
     if source.is_dir():
         images = sorted(f for f in source.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)

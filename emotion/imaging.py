@@ -13,7 +13,7 @@ def check_image(image: object) -> np.ndarray:
     if image is None:
         raise EmotionError(
             "no image: got None, which is what cv2.imread returns for a missing or unreadable file",
-            fix="check the file's path, or read it with emotion.sources.read_image for a precise error",
+            fix="check the file's path, or read it with emotion.io.files.read_image for a precise error",
         )
     if not isinstance(image, np.ndarray):
         raise EmotionError(f"not an image: got {type(image).__name__}", fix="pass a NumPy array of BGR pixels, H x W x 3")

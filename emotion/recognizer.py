@@ -21,7 +21,8 @@ from emotion.inputs import crops_to_tensor, face_crop
 from emotion.results import FaceResult, FrameResult
 from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.errors import EmotionError
-from emotion.sources import VideoSource, to_bgr
+from emotion.imaging import to_bgr
+from emotion.io.files import VideoSource
 
 DEVICES = ("auto", "cpu", "cuda")
 

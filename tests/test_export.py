@@ -23,7 +23,7 @@ from emotion.export import (
     row_size,
 )
 from emotion.model import ModelConfig, create_model, default_model, save_checkpoint
-from emotion.sources import EmotionError
+from emotion.errors import EmotionError
 
 pytest.importorskip("onnxruntime")
 
@@ -130,7 +130,7 @@ def test_backend_choice():
 def test_recognizer_backends_agree_on_a_real_clip(shared_data):
     """Real MediaPipe faces through both runtimes: the same raw probabilities, valence and arousal per frame."""
     from emotion.recognizer import EmotionRecognizer
-    from emotion.sources import VideoSource
+    from emotion.io.files import VideoSource
 
     results, threads = {}, torch.get_num_threads()  # the recognizer sets one thread; other tests expect the default
     for backend in ("onnx", "torch"):

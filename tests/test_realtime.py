@@ -21,7 +21,7 @@ import pytest
 
 from emotion.labels import LABELS
 from emotion.overlay import COLORS, _scale_of, panel_layout
-from emotion.realtime import Captured, FrameGrabber, LatestFrame
+from emotion.io.sources import Captured, FrameBuffer, open_source
 from emotion.results import FaceResult, FrameResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +265,7 @@ def test_missing_camera_is_a_clear_error(tmp_path):
 
 
 def test_latest_frame_keeps_only_the_newest():
-    buf = LatestFrame()
+    buf = FrameBuffer(depth=1)
     frames = [Captured(i, i / 30, time.perf_counter(), np.full((2, 2, 3), i, np.uint8)) for i in range(4)]
     for f in frames[:3]:
         assert buf.put(f)
@@ -283,7 +283,7 @@ def test_latest_frame_keeps_only_the_newest():
 
 @needs_shared
 def test_file_without_sync_delivers_every_frame_in_order():
-    grabber = FrameGrabber(str(SINGLE), sync=False).start()
+    grabber = open_source(SINGLE, policy="lossless", depth=1).start()
     indices = []
     try:
         while not grabber.finished:
@@ -318,7 +318,7 @@ def test_stream_is_reopened_after_a_drop_and_given_up_when_gone():
     server = ThreadingHTTPServer(("127.0.0.1", 0), MJPEG)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
-    grabber = FrameGrabber(url, reconnect_timeout=1.5).start()
+    grabber = open_source(url, policy="latest", reconnect_timeout=1.5).start()
     got = 0
     try:
         while got < 30:

@@ -9,8 +9,8 @@ import pytest
 
 from emotion.labels import LABELS
 from emotion.results import FaceResult, FrameResult
-from emotion.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
-from emotion.sources import EmotionError
+from emotion.io.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
+from emotion.errors import EmotionError
 
 
 def face(track_id: int, box, hot: int) -> FaceResult:
@@ -70,7 +70,8 @@ def test_prepare_output_creates_folders_and_refuses_existing(tmp_path):
     target = tmp_path / "a" / "b" / "out.json"
     assert prepare_output(target) == target and target.parent.is_dir()
     target.write_text("x")
-    with pytest.raises(EmotionError, match="--overwrite"):
+    with pytest.raises(EmotionError, match="overwrite=True") as info:
         prepare_output(target, overwrite=False)
+    assert "--overwrite" in info.value.cli_message()
     with pytest.raises(EmotionError, match="directory"):
         prepare_output(tmp_path)

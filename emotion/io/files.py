@@ -1,4 +1,4 @@
-"""Frame sources: still images and video files, opened with clear errors instead of OpenCV's silent failures."""
+"""Input files: still images and video files opened with clear errors instead of OpenCV's silent failures."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import cv2
 import numpy as np
 
 from emotion.errors import EmotionError
+from emotion.formats import IMAGE_SUFFIXES
 from emotion.imaging import to_bgr
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".pbm"})
 
 
 def check_file(path: str | Path, what: str) -> Path:

@@ -1,0 +1,1 @@
+"""Interactive front ends over the pipeline: the real-time window."""

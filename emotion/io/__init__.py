@@ -1,0 +1,1 @@
+"""Where frames come from (sources) and where results go (sinks)."""
