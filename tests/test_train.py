@@ -23,7 +23,8 @@ from emotion.errors import EmotionError
 from emotion.model import create_model, load_checkpoint, save_checkpoint
 from emotion.model.stnet import ModelConfig
 from emotion.training.cache import PrepConfig
-from emotion.training.config import EvalConfig
+from emotion.training.evaluate import EvalConfig
+from emotion.training.evaluate import run as evaluate
 from emotion.training.objective import ccc_loss, compute_loss, lr_factor
 from emotion.training.synthetic import make_synthetic_dataset
 from emotion.training.train import TrainConfig, run
@@ -257,8 +258,17 @@ def test_torchrun_two_cpu_processes(tmp_path, synthetic):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("epoch 2/2") == 1  # only rank 0 reports
     assert "(2 steps per epoch)" in done.stdout  # 18 training clips over 2 processes x 8 per batch
-    _, _, extra = load_checkpoint(tmp_path / "models" / "ddp" / "last.pt")
-    assert extra["train_state"]["epoch"] == 1 and extra["metrics"]["accuracy"] >= 0.0
+    last = tmp_path / "models" / "ddp" / "last.pt"
+    _, _, extra = load_checkpoint(last)
+    assert extra["train_state"]["epoch"] == 1
+    manifest, cache = synthetic
+    alone = evaluate(EvalConfig(data=str(manifest), weights=str(last), split="val", cache_dir=str(cache),
+                                output=str(tmp_path / "eval"), progress=False, threads=1))  # fmt: skip
+    # both ranks' validation windows, merged: the same clips and scores as one process evaluating those weights
+    assert extra["metrics"]["clips"] == alone["clips"] == 6
+    assert extra["metrics"]["accuracy"] == pytest.approx(alone["accuracy"])
+    assert extra["metrics"]["uar"] == pytest.approx(alone["uar"])
+    assert extra["metrics"]["ccc_valence"] == pytest.approx(alone["ccc_valence"], abs=1e-4)
 
 
 def test_command_line_options_build_the_configs_with_their_defaults():

@@ -52,6 +52,13 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def share_buffers(self, model: torch.nn.Module) -> None:
+        """Give every process the main one's buffers (BatchNorm running statistics), so all score the weights the main
+        process saves; DDP itself copies them only at the next training forward pass."""
+        if self.world > 1:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each value averaged over the processes (every process gets the same result)."""
         if self.world == 1:

@@ -321,6 +321,7 @@ def _validate(model: STNet, data: _Data, env: Dist, amp: bool) -> dict[str, Any]
     """7. Metrics of the validation windows, each process scoring its share; none without validation clips."""
     if not data.val_set.clips:
         return {}
+    env.share_buffers(model)
     pred = predict(model, data.val_loader, env.device, amp)
     pred["item"] = np.asarray(list(iter(data.val_sampler)), np.int64)[: len(pred["clip"])]
     merged = merge_predictions(env.gather(pred))
