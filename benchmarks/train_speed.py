@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emotion.data import PrepConfig, make_synthetic_dataset
-from emotion.train import TrainConfig, run
+from emotion.training.cache import PrepConfig
+from emotion.training.synthetic import make_synthetic_dataset
+from emotion.training.train import TrainConfig, run
 
 
 def measure_epoch(

@@ -167,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_training_arguments(p: argparse.ArgumentParser, mode: argparse._MutuallyExclusiveGroup) -> None:
-    """--train and --evaluate with their options (see README, 'Training and evaluation')."""
+    """--train and --evaluate with the options their configs declare (see README, 'Training and evaluation')."""
+    from emotion.configargs import add_options
+    from emotion.training.config import EvalConfig, TrainConfig
+
     mode.add_argument("--train", action="store_true", help="train the model on a labelled dataset (--data)")
     mode.add_argument(
         "--evaluate",
@@ -175,53 +178,11 @@ def _add_training_arguments(p: argparse.ArgumentParser, mode: argparse._Mutually
         help="score a checkpoint (--weights, default the pretrained model) on a labelled dataset (--data): accuracy, "
         "UAR, macro F1, confusion matrix (printed and PNG), valence/arousal CCC; JSON in --output (default runs/evaluate-N)",
     )
-    g = p.add_argument_group("training and evaluation (--train, --evaluate)")
-    g.add_argument("--data", metavar="PATH", help="dataset folder or CSV manifest (layouts: see README)")
-    g.add_argument(
-        "--format",
-        default="auto",
-        choices=("auto", "folder", "csv", "ravdess", "cremad", "oulu", "affwild"),
-        help="dataset layout (default: auto, guessed from the file names)",
-    )
-    g.add_argument("--cache-dir", default="~/.cache/emotion/clips", metavar="DIR",
-                   help="face-stage cache, one .npz per clip (default: ~/.cache/emotion/clips)")  # fmt: skip
-    g.add_argument("--workers", type=int, default=1, metavar="N", help="face-stage processes for preprocessing (default: 1)")
-    g.add_argument("--loader-workers", type=int, default=0, metavar="N", help="DataLoader processes (default: 0)")
-    g.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per step and process (default: 16)")
-    g.add_argument("--val-split", type=float, metavar="X",
-                   help="fraction of subjects (or clips per class) held out for validation when the data fixes no "
-                   "split (default: 0.2; --evaluate: the checkpoint's)")  # fmt: skip
-    g.add_argument("--seed", type=int, default=0, help="seed of the split, sampling and augmentation (default: 0)")
-    g.add_argument("--eval-split", default="all", choices=("all", "train", "val", "test"),
-                   help="--evaluate: which clips (val = as held out in training; default: all)")  # fmt: skip
-    g.add_argument("--name", default="emotion", help="--train: run name: models/NAME/{best,last}.pt, runs/NAME-N (default: emotion)")
-    g.add_argument("--epochs", type=int, metavar="N",
-                   help="--train: epochs in total (default: 30; with --resume: the run's own total)")  # fmt: skip
-    g.add_argument("--lr", type=float, default=3e-4, metavar="X", help="--train: peak AdamW learning rate (default: 3e-4)")
-    g.add_argument("--weight-decay", type=float, default=0.05, metavar="X", help="--train: AdamW weight decay (default: 0.05)")
-    g.add_argument("--warmup-epochs", type=float, default=1.0, metavar="X", help="--train: linear warm-up before cosine decay (default: 1)")
-    g.add_argument("--label-smoothing", type=float, default=0.1, metavar="X", help="--train: cross-entropy label smoothing (default: 0.1)")
-    g.add_argument("--va-weight", type=float, default=1.0, metavar="X", help="--train: weight of the valence/arousal CCC loss (default: 1)")
-    g.add_argument("--balanced", action="store_true", help="--train: class-balanced sampling instead of shuffling")
-    g.add_argument("--no-augment", action="store_true", help="--train: no flip/affine/brightness/landmark-jitter augmentation")
-    g.add_argument("--patience", type=int, metavar="N",
-                   help="--train: stop early, saying so, after N epochs without a better validation UAR (CCC without "
-                   "categories); 0 never (default: 10; with --resume: the run's own)")  # fmt: skip
-    g.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
-                   help="--train: continue a run exactly where it stopped (default file: models/NAME/last.pt); a run "
-                   "that did all its epochs goes on with a larger --epochs, one stopped early with a larger --patience "
-                   "(or 0)")  # fmt: skip
-    g.add_argument("--freeze-backbone-epochs", type=int, default=0, metavar="N",
-                   help="--train: keep the pretrained frame CNN fixed for the first N epochs (default: 0)")  # fmt: skip
-    g.add_argument("--from-scratch", action="store_true", help="--train: random initial weights instead of the pretrained FER2013 CNN")
-    g.add_argument("--backbone", default="mini_xception", help="--train: frame CNN of a new model: mini_xception or wide_cnn")
-    g.add_argument("--crop-size", type=int, default=64, metavar="PX", help="--train: crop side of a new model (default: 64)")
-    g.add_argument("--in-chans", type=int, default=1, choices=(1, 3), help="--train: 1 gray or 3 colour crops (default: 1)")
-    g.add_argument("--models-dir", default="models", metavar="DIR", help="--train: checkpoint folder (default: models)")
-    g.add_argument("--runs-dir", default="runs", metavar="DIR", help="TensorBoard and evaluation output folder (default: runs)")
+    add_options(p.add_argument_group("training and evaluation (--train, --evaluate)"), TrainConfig, EvalConfig)
 
 
 def _check_training_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Which options go with --train and --evaluate; the values themselves are checked by their configs."""
     training = args.train or args.evaluate
     if training and not args.data:
         p.error("--train and --evaluate need --data (a dataset folder or CSV manifest)")
@@ -231,46 +192,28 @@ def _check_training_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
         p.error("--csv and --overwrite are not used by --train/--evaluate")
     if args.train and (args.output or args.json):
         p.error("--train writes models/NAME/ and runs/NAME-N; --output and --json are for --evaluate")
-    for name in ("workers", "batch_size", "epochs"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be 1 or more")
-    if args.train and args.from_scratch and args.weights:
-        p.error("--from-scratch and --weights exclude each other (--weights fine-tunes that checkpoint)")
-    if args.loader_workers < 0 or (args.patience or 0) < 0 or args.freeze_backbone_epochs < 0:
-        p.error("--loader-workers, --patience and --freeze-backbone-epochs must be 0 or more")
+
+
+def training_config(args: argparse.Namespace):
+    """The TrainConfig (--train) or EvalConfig (--evaluate) of the parsed options."""
+    from emotion.configargs import from_namespace
+    from emotion.training.config import EvalConfig, TrainConfig
+
+    return from_namespace(TrainConfig if args.train else EvalConfig, args)
 
 
 def _train_or_evaluate(args: argparse.Namespace) -> int:
-    """--train / --evaluate: build the config from the options and hand over to emotion.train / emotion.evaluate."""
-    from emotion.model import CheckpointError
+    """--train / --evaluate: build the config from the options and hand over to the training package."""
     from emotion.errors import EmotionError
+    from emotion.model import CheckpointError
 
     try:
-        if args.evaluate:
-            from emotion.evaluate import EvalConfig
-            from emotion.evaluate import run as evaluate
-
-            evaluate(EvalConfig(
-                data=args.data, weights=args.weights, format=args.format, split=args.eval_split,
-                val_split=args.val_split, cache_dir=args.cache_dir,
-                output=args.output, json=args.json, runs_dir=args.runs_dir, batch_size=args.batch_size,
-                workers=args.workers, device=args.device, threads=args.threads or 0, progress=not args.no_progress,
-            ))  # fmt: skip
-            return 0
-        from emotion.train import TrainConfig
-        from emotion.train import run as train
-
-        train(TrainConfig(
-            data=args.data, format=args.format, name=args.name, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-            label_smoothing=args.label_smoothing, va_weight=args.va_weight, balanced=args.balanced,
-            val_split=0.2 if args.val_split is None else args.val_split, patience=args.patience, from_scratch=args.from_scratch, backbone=args.backbone,
-            crop_size=args.crop_size, in_chans=args.in_chans, weights=args.weights,
-            freeze_backbone_epochs=args.freeze_backbone_epochs, resume=args.resume, cache_dir=args.cache_dir,
-            models_dir=args.models_dir, runs_dir=args.runs_dir, workers=args.workers,
-            loader_workers=args.loader_workers, threads=args.threads or 0, device=args.device,
-            augment=not args.no_augment, seed=args.seed, progress=not args.no_progress,
-        ))  # fmt: skip
+        config = training_config(args)
+        if args.train:
+            from emotion.training.train import run
+        else:
+            from emotion.training.evaluate import run
+        run(config)
         return 0
     except (ValueError, CheckpointError) as exc:
         raise EmotionError(str(exc)) from None

@@ -1,4 +1,13 @@
-"""File types the tool reads, in one place for the sources, the batch modes and the dataset adapters."""
+"""The file suffixes that count as images and as videos, the one definition every module uses."""
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".pbm"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
+from __future__ import annotations
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".pbm"}
+)
+"""Still images OpenCV decodes (lower case, with the dot)."""
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp"}
+)
+"""Video containers looked for in folders and datasets (lower case, with the dot)."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from emotion.export import DEFAULT_ONNX, create_streamer, default_export_path
+from emotion.device import resolve_device
 from emotion.face import Face, FaceAnalyzer, FaceConfig
 from emotion.model import CheckpointError, default_model, load_checkpoint
 from emotion.inputs import crops_to_tensor, face_crop
@@ -23,24 +24,6 @@ from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.errors import EmotionError
 from emotion.imaging import to_bgr
 from emotion.io.files import VideoSource
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available, else the CPU; asking for CUDA without it is an error."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise EmotionError(f"unknown device '{device}' (use auto, cpu or cuda)")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EmotionError(
-            f"device '{device}' was asked for but PyTorch sees no CUDA GPU",
-            fix="use device 'cpu' or 'auto'",
-            cli_fix="use --device cpu or auto",
-        )
-    return torch.device(device)
-
 
 class StageTimer:
     """Running mean of the wall time of each pipeline stage, in milliseconds per frame."""

@@ -7,24 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.data import (
-    MIRROR,
-    AugmentConfig,
-    ClipDataset,
-    ClipRecord,
-    EpochSampler,
-    PrepConfig,
-    assign_splits,
-    augment_clip,
-    detect_format,
-    eval_windows,
-    label_index,
-    load_dataset,
-    make_synthetic_dataset,
-    preprocess,
-    read_va_file,
-    sample_indices,
-)
+from emotion.training.augment import MIRROR, AugmentConfig, augment_clip
+from emotion.training.cache import PrepConfig, preprocess
+from emotion.training.clips import ClipDataset, EpochSampler, eval_windows, sample_indices
+from emotion.training.datasets import ClipRecord, detect_format, label_index, load_dataset, read_va_file
+from emotion.training.splits import assign_splits
+from emotion.training.synthetic import make_synthetic_dataset
 from emotion.labels import LABELS
 
 

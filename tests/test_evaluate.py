@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 from clitools import cli
 
-from emotion.data import PrepConfig, make_synthetic_dataset
-from emotion.evaluate import (
-    EvalConfig,
-    ccc,
-    classification_metrics,
-    confusion_image,
-    format_confusion,
-    run,
-    save_confusion_png,
-    summarize,
-)
+from emotion.training.cache import PrepConfig
+from emotion.training.evaluate import EvalConfig, run
+from emotion.training.metrics import ccc, classification_metrics, confusion_image, format_confusion, save_confusion_png
+from emotion.training.scoring import summarize
+from emotion.training.synthetic import make_synthetic_dataset
 from emotion.labels import LABELS
 
 

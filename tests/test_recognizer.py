@@ -6,7 +6,7 @@ import torch
 from clitools import assert_clean_error, cli, write_clip
 
 from emotion import EmotionError, EmotionRecognizer
-from emotion.recognizer import resolve_device
+from emotion.device import resolve_device
 
 
 @pytest.fixture(scope="module")

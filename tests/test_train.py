@@ -19,11 +19,15 @@ from clitools import ROOT, assert_clean_error, cli
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emotion.data import PrepConfig, make_synthetic_dataset
 from emotion.errors import EmotionError
 from emotion.model import create_model, load_checkpoint, save_checkpoint
 from emotion.model.stnet import ModelConfig
-from emotion.train import TrainConfig, ccc_loss, compute_loss, lr_factor, run
+from emotion.training.cache import PrepConfig
+from emotion.training.evaluate import EvalConfig
+from emotion.training.evaluate import run as evaluate
+from emotion.training.objective import ccc_loss, compute_loss, lr_factor
+from emotion.training.synthetic import make_synthetic_dataset
+from emotion.training.train import TrainConfig, run
 
 SMALL = {"backbone": "wide_cnn", "crop_size": 32, "from_scratch": True}
 
@@ -122,7 +126,9 @@ def test_frozen_backbone_epochs(tmp_path, synthetic):
     )
     start = load_checkpoint(init)[0].state_dict()
     snapshots = []
-    config = small_config(tmp_path, synthetic, weights=str(init), freeze_backbone_epochs=1, epochs=2, name="frz")
+    config = small_config(
+        tmp_path, synthetic, weights=str(init), from_scratch=False, freeze_backbone_epochs=1, epochs=2, name="frz"
+    )
     run(config, on_epoch_end=lambda e, m: snapshots.append(load_checkpoint(tmp_path / "models/frz/last.pt")[0]))
     after_frozen, after_free = (s.state_dict() for s in snapshots)
     backbone = [k for k in start if k.startswith("backbone.")]
@@ -252,5 +258,38 @@ def test_torchrun_two_cpu_processes(tmp_path, synthetic):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("epoch 2/2") == 1  # only rank 0 reports
     assert "(2 steps per epoch)" in done.stdout  # 18 training clips over 2 processes x 8 per batch
-    _, _, extra = load_checkpoint(tmp_path / "models" / "ddp" / "last.pt")
-    assert extra["train_state"]["epoch"] == 1 and extra["metrics"]["accuracy"] >= 0.0
+    last = tmp_path / "models" / "ddp" / "last.pt"
+    _, _, extra = load_checkpoint(last)
+    assert extra["train_state"]["epoch"] == 1
+    manifest, cache = synthetic
+    alone = evaluate(EvalConfig(data=str(manifest), weights=str(last), split="val", cache_dir=str(cache),
+                                output=str(tmp_path / "eval"), progress=False, threads=1))  # fmt: skip
+    # both ranks' validation windows, merged: the same clips and scores as one process evaluating those weights
+    assert extra["metrics"]["clips"] == alone["clips"] == 6
+    assert extra["metrics"]["accuracy"] == pytest.approx(alone["accuracy"])
+    assert extra["metrics"]["uar"] == pytest.approx(alone["uar"])
+    assert extra["metrics"]["ccc_valence"] == pytest.approx(alone["ccc_valence"], abs=1e-4)
+
+
+def test_command_line_options_build_the_configs_with_their_defaults():
+    from emotion.cli import build_parser, training_config
+
+    parse = build_parser().parse_args
+    assert training_config(parse(["--train", "--data", "d"])) == TrainConfig(data="d")
+    assert training_config(parse(["--evaluate", "--data", "d"])) == EvalConfig(data="d")
+    train = training_config(parse(["--train", "--data", "d", "--no-augment", "--no-progress", "--resume", "--threads",
+                                   "2", "--weights", "w.pt", "--lr", "0.01", "--in-chans", "3"]))  # fmt: skip
+    assert (train.augment, train.progress, train.resume, train.threads, train.weights, train.lr, train.in_chans) == (
+        False, False, "auto", 2, "w.pt", 0.01, 3
+    )  # fmt: skip
+    evaluation = training_config(parse(["--evaluate", "--data", "d", "--seed", "3", "--val-split", "0.3", "--eval-split",
+                                        "val", "--output", "o", "--json", "m.json", "--device", "cpu"]))  # fmt: skip
+    assert (evaluation.seed, evaluation.val_split, evaluation.split) == (3, 0.3, "val")  # the seed decides the split
+    assert (evaluation.output, evaluation.json, evaluation.device) == ("o", "m.json", "cpu")
+
+
+def test_bad_training_settings_give_one_error_line_naming_the_flag(tmp_path):
+    assert_clean_error(cli("--train", "--data", tmp_path, "--batch-size", "0"), "--batch-size must be 1 or more")
+    refused = cli("--train", "--data", tmp_path, "--from-scratch", "--weights", "w.pt")
+    assert_clean_error(refused, "--from-scratch and --weights exclude each other")
+    assert_clean_error(cli("--evaluate", "--data", tmp_path, "--val-split", "1.5"), "--val-split must be in [0, 1)")

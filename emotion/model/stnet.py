@@ -9,7 +9,7 @@ last `window` frames gives at t exactly the whole-clip output at the last step o
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Protocol
 
@@ -236,6 +236,13 @@ class STNet(nn.Module):
         if self.config.freeze_backbone:
             self.backbone.eval()
         return self
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Freeze or unfreeze the backbone (config.freeze_backbone): no gradients, so an optimizer skips it, and its
+        BatchNorm statistics fixed through later train() calls; training freezes it for its first epochs."""
+        self.config = replace(self.config, freeze_backbone=frozen)
+        self.backbone.requires_grad_(not frozen)
+        self.backbone.train(self.training and not frozen)
 
     def encode_frames(self, x: torch.Tensor, landmarks: torch.Tensor) -> FrameCache:
         """Per-frame part (one backbone pass): crops (N, in_chans, S, S), landmarks (N, L, 3) -> FrameCache (N, ...)."""

@@ -1,0 +1,132 @@
+"""Settings of `main.py --train` and `--evaluate`: frozen dataclasses whose fields declare their command-line flags
+(emotion.configargs), so defaults, help and validation live here only. Torch-free, so building the parser is cheap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emotion.configargs import ConfigError, check_min, option
+from emotion.training.datasets import FORMATS
+from emotion.training.splits import VAL_SPLIT
+
+DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_SEED = 30, 10, 0
+MONITORS = ("auto", "uar", "accuracy", "macro_f1", "ccc", "loss")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What training and evaluation share: the dataset, its cache and validation split, batches, where it runs."""
+
+    data: str = option("dataset folder or CSV manifest (layouts: see README)", metavar="PATH")
+    format: str = option("dataset layout", "auto", choices=FORMATS, default_text="auto, guessed from the file names")
+    cache_dir: str = option("face-stage cache, one .npz per clip", "~/.cache/emotion/clips", metavar="DIR")
+    workers: int = option("face-stage processes for preprocessing", 1, metavar="N")
+    batch_size: int = option("clips per step and process (--evaluate: windows per forward pass)", 16, metavar="N")
+    val_split: float | None = option(
+        "fraction of subjects (or clips per class) held out for validation when the data fixes no split",
+        None,
+        metavar="X",
+        default_text=f"{VAL_SPLIT}; --evaluate: the checkpoint's",
+    )
+    seed: int | None = option(
+        "seed of the split, sampling and augmentation",
+        None,
+        metavar="N",
+        default_text=f"{DEFAULT_SEED}; --evaluate: the checkpoint's",
+    )
+    weights: str | None = option("checkpoint to fine-tune (--train) or to score (--evaluate)", None, metavar="PATH")
+    runs_dir: str = option("TensorBoard and evaluation output folder", "runs", metavar="DIR")
+    device: str = option("auto (CUDA if available), cpu or cuda", "auto")
+    threads: int = option("PyTorch CPU threads per process; 0: one per core and process", 0, metavar="N")
+    progress: bool = option("hide the progress bars", True)
+
+    def __post_init__(self) -> None:
+        check_min(self, 1, "workers", "batch_size")
+        check_min(self, 0, "threads")
+        if self.val_split is not None and not 0 <= self.val_split < 1:
+            raise ConfigError("{} must be in [0, 1)", "val_split")
+
+
+@dataclass(frozen=True)
+class TrainConfig(DataConfig):
+    """Everything that defines a training run; stored in its checkpoints (plain values only)."""
+
+    name: str = option("--train: run name: models/NAME/{best,last}.pt, runs/NAME-N", "emotion")
+    epochs: int | None = option(
+        "--train: epochs in total",
+        None,
+        metavar="N",
+        default_text=f"{DEFAULT_EPOCHS}; with --resume: the run's own total",
+    )
+    lr: float = option("--train: peak AdamW learning rate", 3e-4, metavar="X")
+    weight_decay: float = option("--train: AdamW weight decay (not on biases and norms)", 0.05, metavar="X")
+    warmup_epochs: float = option("--train: linear warm-up from 0 to --lr before cosine decay", 1.0, metavar="X")
+    min_lr_ratio: float = 0.01  # final learning rate as a fraction of lr
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    label_smoothing: float = option("--train: cross-entropy label smoothing in [0, 1)", 0.1, metavar="X")
+    class_weight: float = 1.0  # weight of the category loss
+    va_weight: float = option("--train: weight of the valence/arousal CCC loss", 1.0, metavar="X")
+    balanced: bool = option("--train: class-balanced sampling (with replacement) instead of shuffling", False)
+    patience: int | None = option(
+        "--train: stop early, saying so, after N epochs without a better validation UAR (CCC without categories); "
+        "0 never",
+        None,
+        metavar="N",
+        default_text=f"{DEFAULT_PATIENCE}; with --resume: the run's own",
+    )
+    monitor: str = "auto"  # validation metric for best/early stopping: auto (uar, or ccc without categories)
+    from_scratch: bool = option("--train: random initial weights instead of the pretrained FER2013 CNN", False)
+    backbone: str = option("--train: frame CNN of a new model: mini_xception or wide_cnn", "mini_xception")
+    crop_size: int = option("--train: crop side of a new model (mini_xception needs 64)", 64, metavar="PX")
+    in_chans: int = option("--train: 1 gray or 3 colour crops of a new model", 1, choices=(1, 3))
+    freeze_backbone_epochs: int = option(
+        "--train: keep the frame CNN fixed (its BatchNorm too) for the first N epochs", 0, metavar="N"
+    )
+    resume: str | None = option(
+        "--train: continue a run exactly where it stopped (default file: models/NAME/last.pt); a run that did all its "
+        "epochs goes on with a larger --epochs, one stopped early with a larger --patience (or 0)",
+        None,
+        metavar="LAST_PT",
+        const="auto",
+    )
+    models_dir: str = option("--train: checkpoint folder", "models", metavar="DIR")
+    loader_workers: int = option("--train: DataLoader processes (one thread each)", 0, metavar="N")
+    amp: bool = True  # mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on the CPU
+    augment: bool = option("--train: no flip/affine/brightness/landmark-jitter augmentation", True)
+    eval_windows: int = 4  # validation windows per clip, averaged into one prediction
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_min(self, 1, "epochs")
+        check_min(self, 0, "patience", "loader_workers", "freeze_backbone_epochs")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError("{} must be in [0, 1)", "label_smoothing")
+        if self.lr <= 0:
+            raise ConfigError("{} must be positive", "lr")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"{{}} must be one of {', '.join(MONITORS)}", "monitor")
+        if self.from_scratch and self.weights:
+            raise ConfigError(
+                "{} and {} exclude each other ({} fine-tunes that checkpoint)", "from_scratch", "weights", "weights"
+            )
+
+
+@dataclass(frozen=True)
+class EvalConfig(DataConfig):
+    """Settings of `main.py --evaluate`; seed and val_split None: the checkpoint's training run's."""
+
+    split: str = option(
+        "--evaluate: which clips (val = as held out in training)",
+        "all",
+        name="--eval-split",
+        choices=("all", "train", "val", "test"),
+    )
+    output: str | None = option(
+        "--evaluate: folder for metrics.json and confusion.png", None, metavar="PATH", default_text="runs/evaluate-N"
+    )
+    json: str | None = option("--evaluate: metrics JSON path instead of <output>/metrics.json", None, metavar="PATH")
+    windows: int = 4  # evaluation windows per clip, averaged into one prediction
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_min(self, 1, "windows")
