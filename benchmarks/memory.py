@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 
 from benchmarks.run import read_frames
+from tests.support import ROOT, SHARED
 
-ROOT = Path(__file__).resolve().parents[1]
-VIDEO = ROOT.parent / "shared" / "data" / "videos" / "WolfgangLanger_Pexels.mp4"
+VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 LIMIT_MB = 50.0
 
 

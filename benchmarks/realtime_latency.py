@@ -1,8 +1,8 @@
 """Capture-to-display latency of `main.py --realtime` in a real window (Xvfb), and the README screenshot.
 
-    python benchmarks/realtime_latency.py                          # Wolfgang clip at its own frame rate
-    python benchmarks/realtime_latency.py --headless               # same loop without a window
-    python benchmarks/realtime_latency.py --screenshot docs/screenshot.png --at-frame 100
+    python -m benchmarks.realtime_latency                          # Wolfgang clip at its own frame rate
+    python -m benchmarks.realtime_latency --headless               # same loop without a window
+    python -m benchmarks.realtime_latency --screenshot docs/screenshot.png --at-frame 100
 
 Latency runs from the moment the capture thread has a decoded frame to the moment the annotated frame has been
 handed to the window (imshow plus its event loop), per frame; the app prints median and p95 at the end. Needs Xvfb
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -22,28 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CLIP = ROOT.parent / "shared" / "data" / "videos" / "WolfgangLanger_Pexels.mp4"
+from tests.support import ROOT, SHARED, start_xvfb
 
-
-def start_xvfb() -> tuple[subprocess.Popen, str]:
-    """Xvfb on a random free display number (low numbers may be taken by other sessions on the same machine)."""
-    for _ in range(10):
-        display = f":{random.randint(200, 5000)}"
-        if Path(f"/tmp/.X{display[1:]}-lock").exists():
-            continue
-        server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        env = {**os.environ, "DISPLAY": display}
-        for _ in range(200):
-            if server.poll() is not None:
-                break
-            if subprocess.run(["xdotool", "getdisplaygeometry"], env=env, capture_output=True).returncode == 0:
-                return server, display
-            time.sleep(0.1)
-        server.kill()
-        server.wait()
-    raise SystemExit("could not start Xvfb (apt-get install xvfb xdotool)")
+CLIP = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 
 
 def frames_in(path: Path) -> int:
@@ -83,7 +63,7 @@ def main() -> int:
     cmd = [sys.executable, str(ROOT / "main.py"), "--realtime", "--source", args.source, "--json",
            str(work / "live.json"), "--save-dir", str(work), "--no-progress"]
     cmd += ["--objects", "--yolo-weights", args.objects] if args.objects else []
-    server, display = (None, None) if args.headless else start_xvfb()
+    server, display = (None, None) if args.headless else start_xvfb("1920x1080x24")
     env = {**os.environ, "DISPLAY": display} if display else {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     proc = subprocess.Popen(cmd + (["--headless"] if args.headless else []), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=work)

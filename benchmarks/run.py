@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from tests.support import ROOT, SHARED
+
 VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 RESULTS = ROOT / "benchmarks" / "results.json"
 STAGES = ("decode", "face", "crop/align", "model", "smoothing", "draw", "encode")

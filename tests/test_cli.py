@@ -10,11 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from clitools import ROOT, SHARED, assert_clean_error, cli, write_clip
+from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, write_clip
 
 import emotion
 
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from clitools import cli
+from support import cli
 
 from emotion.training.cache import PrepConfig
 from emotion.training.evaluate import EvalConfig, run

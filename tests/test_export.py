@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clitools import assert_clean_error, cli
+from support import assert_clean_error, cli
 
 from emotion import weights
 from emotion.atomic import atomic_open

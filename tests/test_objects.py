@@ -1,20 +1,15 @@
 """YOLO object boxes: a real ultralytics network built offline from yolov8n.yaml, on its background thread, drawn by
 the overlay, through `--objects` on the command line, and a clear message (and no boxes) when weights cannot load."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
+
+from support import SHARED, cli, needs_shared
 
 from emotion.objects import ObjectConfig, ObjectDetector
 from emotion.overlay import OBJECT_COLOR, draw_boxes
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 
 # An untrained network scores every box near 2e-4; a threshold under that makes it return boxes to draw.
 UNTRAINED = ObjectConfig(weights="yolov8n.yaml", confidence=1e-5)
@@ -55,12 +50,6 @@ def test_missing_weights_give_one_clear_line_and_no_boxes(tmp_path):
     assert detector.error.startswith("object boxes off: cannot load YOLO weights")
     assert "model.pt not found" in detector.error and "\n" not in detector.error
     assert len(detector.boxes) == 0 and not detector.ready
-
-
-def cli(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
 
 
 @needs_shared

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from clitools import ROOT
+from support import ROOT
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 

@@ -5,7 +5,6 @@ import ctypes
 import ctypes.util
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -19,16 +18,15 @@ import cv2
 import numpy as np
 import pytest
 
+from support import ROOT, SHARED, needs_shared, start_xvfb, xdotool
+
 from emotion.labels import LABELS
 from emotion.overlay import COLORS, _scale_of, panel_layout
 from emotion.io.sources import Captured, FrameBuffer, open_source
 from emotion.results import FaceResult, FrameResult
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 SINGLE = SHARED / "videos" / "single_face.mp4"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 
 
 def start_cli(*args, cwd: Path, display: str | None = None) -> subprocess.Popen:
@@ -69,27 +67,6 @@ def json_frames(path: Path) -> list:
         return []
 
 
-def start_xvfb() -> tuple[subprocess.Popen, str]:
-    """Xvfb on a random free display number (low numbers may be taken by other sessions on the same machine)."""
-    for _ in range(10):
-        display = f":{random.randint(200, 5000)}"
-        if Path(f"/tmp/.X{display[1:]}-lock").exists():
-            continue
-        server = subprocess.Popen(
-            ["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while server.poll() is None and time.monotonic() < deadline:
-            if xdotool(display, "getdisplaygeometry"):
-                return server, display
-            time.sleep(0.1)
-        server.kill()
-        server.wait()
-    pytest.fail("could not start Xvfb")
-
-
 @pytest.fixture(scope="module")
 def xdisplay():
     """A private Xvfb display; skips when Xvfb or xdotool is not installed (CI installs both)."""
@@ -99,13 +76,6 @@ def xdisplay():
     yield display
     server.terminate()
     server.wait(timeout=10)
-
-
-def xdotool(display: str, *args) -> str:
-    out = subprocess.run(
-        ["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True, text=True, timeout=30
-    )
-    return out.stdout.strip()
 
 
 def find_window(display: str, proc: subprocess.Popen) -> str:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from clitools import assert_clean_error, cli, write_clip
+from support import assert_clean_error, cli, write_clip
 
 from emotion import EmotionError, EmotionRecognizer
 from emotion.device import resolve_device

@@ -10,11 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from clitools import ROOT, SHARED, assert_clean_error, cli, write_clip
+from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, write_clip
 
 from emotion.model import ModelConfig, create_model, save_checkpoint
 
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
 WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 
 

@@ -15,7 +15,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from clitools import ROOT, assert_clean_error, cli
+from support import ROOT, assert_clean_error, cli
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -1,0 +1,72 @@
+"""What the tests (and the benchmarks) share: where the shared data is, the real command line in a subprocess and
+its error contract, small clips, and a private Xvfb display with xdotool."""
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared test data not found at {SHARED}")
+
+
+def cli(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """`python main.py ARGS...`, capturing text output."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+        **kwargs,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit code 2, exactly one line on stderr starting with 'error:' and containing `words`, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def write_clip(path, frames: int = 30, size=(160, 120)) -> None:
+    """A small MJPG clip of flat grey frames (no faces) for tests about files rather than faces."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), (i * 8) % 256, np.uint8))
+    writer.release()
+
+
+def xdotool(display: str, *args) -> str:
+    """Run xdotool on `display`; its standard output."""
+    out = subprocess.run(
+        ["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip()
+
+
+def start_xvfb(screen: str = "1280x800x24") -> tuple[subprocess.Popen, str]:
+    """Xvfb on a random free display number (low numbers may be taken by other sessions on the same machine)."""
+    for _ in range(10):
+        display = f":{random.randint(200, 5000)}"
+        if Path(f"/tmp/.X{display[1:]}-lock").exists():
+            continue
+        server = subprocess.Popen(
+            ["Xvfb", display, "-screen", "0", screen, "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while server.poll() is None and time.monotonic() < deadline:
+            if xdotool(display, "getdisplaygeometry"):
+                return server, display
+            time.sleep(0.1)
+        server.kill()
+        server.wait()
+    raise RuntimeError("could not start Xvfb (apt-get install xvfb xdotool)")
