@@ -4,6 +4,7 @@ explains it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -43,6 +44,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; options that configure a stage come from its config dataclass (emotion.configargs)."""
     p = Parser(
         prog="emotion",
         description="Recognise facial emotion (7 categories, valence, arousal) for every face in images and videos.",
@@ -51,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"emotion {__version__}")
     mode = p.add_mutually_exclusive_group(required=True)
+    _add_modes(mode)
+    _add_live_options(p)
+    _add_output_options(p.add_argument_group("outputs"))
+    _add_model_options(p.add_argument_group("model"))
+    _add_training_arguments(p, mode)
+    return p
+
+
+def _add_modes(mode: argparse._MutuallyExclusiveGroup) -> None:
     mode.add_argument(
         "--image",
         nargs="+",
@@ -79,38 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="live window on a webcam, video file or stream (--source) with per-face panels, FPS and latency",
     )
 
+
+def _add_live_options(p: argparse.ArgumentParser) -> None:
+    from emotion.app.config import RealtimeConfig
+    from emotion.configargs import add_options
+    from emotion.objects import ObjectConfig
+
     live = p.add_argument_group("real time (--realtime)")
     live.add_argument(
         "--source", metavar="SRC", help="camera index (0 = default webcam), video file or stream URL (default: 0)"
     )
-    live.add_argument(
-        "--no-sync", action="store_true", help="play a video file as fast as possible (every frame) instead of at its own frame rate"
-    )
-    live.add_argument(
-        "--headless", action="store_true", help="run the live loop without a window (servers), writing --output/--json/--csv"
-    )
-    live.add_argument(
-        "--save-dir", metavar="DIR", help="folder for screenshots (key s) and recordings (key r) (default: captures)"
-    )
-
+    add_options(live, RealtimeConfig)
     objects = p.add_argument_group("object boxes")
     objects.add_argument(
         "--objects",
         action="store_true",
         help="also draw YOLO boxes of people and objects, computed on a background thread (--realtime, --video, --demo)",
     )
-    objects.add_argument(
-        "--yolo-weights",
-        metavar="PATH",
-        default="yolov8n.pt",
-        help="YOLO .pt weights or a model .yaml (default: yolov8n.pt, which ultralytics downloads on first use where "
-        "there is internet; without it the run goes on without boxes)",
-    )
-    objects.add_argument(
-        "--yolo-conf", type=float, default=0.25, metavar="X", help="smallest object confidence shown (default: 0.25)"
-    )
+    add_options(objects, ObjectConfig)
 
-    out = p.add_argument_group("outputs")
+
+def _add_output_options(out: argparse._ArgumentGroup) -> None:
     out.add_argument(
         "--output",
         metavar="PATH",
@@ -128,18 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    model = p.add_argument_group("model")
+
+def _add_model_options(model: argparse._ArgumentGroup) -> None:
+    from emotion.configargs import add_options
+    from emotion.smoothing import SmoothingConfig
+
     model.add_argument("--weights", metavar="PATH", help="a checkpoint written by training (default: the pretrained model)")
     model.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
-    model.add_argument(
-        "--smoothing",
-        type=int,
-        default=5,
-        metavar="N",
-        help="smooth the shown emotion per face over about N frames; 1 turns it off (default: 5). "
-        "The JSON keeps the raw model output under 'raw' as well",
-    )
-    model.add_argument("--smoothing-mode", choices=("ema", "mean"), default="ema", help="exponential or moving average")
+    add_options(model, SmoothingConfig)
     model.add_argument(
         "--threads",
         type=int,
@@ -162,8 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on faces per frame, largest first (default: 10); 20 faces work, at the frame rate README's "
         "'Measured on this machine' gives",
     )
-    _add_training_arguments(p, mode)
-    return p
 
 
 def _add_training_arguments(p: argparse.ArgumentParser, mode: argparse._MutuallyExclusiveGroup) -> None:
@@ -237,8 +231,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.smoothing < 1:
-        p.error("--smoothing must be 1 or more")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be 1 or more")
     if args.max_faces < 1:
@@ -251,9 +243,22 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--objects works with --realtime, --video and --demo")
     if args.objects and args.video and not args.output:
         p.error("--objects draws boxes on the annotated video: add --output")
-    if not 0 <= args.yolo_conf <= 1:
-        p.error("--yolo-conf must be between 0 and 1")
     _check_batch_args(p, args)
+    _stage_configs(p, args)
+
+
+def _stage_configs(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Build the configs of the stages from their options (refusing bad values now, before anything loads), kept on
+    `args` as smoothing_config and object_config."""
+    from emotion.configargs import from_namespace
+    from emotion.objects import ObjectConfig
+    from emotion.smoothing import SmoothingConfig
+
+    try:
+        args.smoothing_config = from_namespace(SmoothingConfig, args)
+        args.object_config = from_namespace(ObjectConfig, args)
+    except ValueError as exc:
+        p.error(str(exc))
 
 
 def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -279,14 +284,13 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     from emotion.face import FaceConfig
     from emotion.recognizer import EmotionRecognizer
-    from emotion.smoothing import SmoothingConfig
 
     source = _open_live_source(args) if args.realtime else None  # a missing camera fails before the model loads
     recognizer = EmotionRecognizer(
         weights=args.weights,
         device=args.device,
         face_config=FaceConfig(max_faces=args.max_faces),
-        smoothing=SmoothingConfig(args.smoothing, args.smoothing_mode),
+        smoothing=args.smoothing_config,
         threads=args.threads or 1,
         backend=args.backend,
     )
@@ -349,9 +353,8 @@ def _video(recognizer, args: argparse.Namespace) -> int:
 
 
 def _object_config(args: argparse.Namespace, recognizer):
-    from emotion.objects import ObjectConfig
-
-    return ObjectConfig(weights=args.yolo_weights, confidence=args.yolo_conf, device=str(recognizer.device))
+    """The YOLO settings of the options, on the recognizer's device."""
+    return dataclasses.replace(args.object_config, device=str(recognizer.device))
 
 
 def _object_detector(args: argparse.Namespace, recognizer, wait: bool):
@@ -382,19 +385,21 @@ def _open_live_source(args: argparse.Namespace):
 
 def _realtime(recognizer, source, args: argparse.Namespace) -> int:
     """--realtime: the live loop in a window (or headless), then its summary."""
-    from emotion.app.realtime import RealtimeConfig, run_realtime
+    from emotion.app.config import RealtimeConfig
+    from emotion.app.realtime import run_realtime
+    from emotion.configargs import from_namespace
     from emotion.errors import EmotionError
     from emotion.io.sinks import default_json_path
 
     output = Path(args.output) if args.output else None
     json_path = Path(args.json) if args.json else (default_json_path(output, Path(source.name)) if output else None)
-    config = RealtimeConfig(
-        headless=args.headless,
+    config = from_namespace(
+        RealtimeConfig,
+        args,
         output=output,
         json_path=json_path,
         csv_path=Path(args.csv) if args.csv else None,
         overwrite=args.overwrite,
-        save_dir=Path(args.save_dir or "captures"),
         objects=args.objects,
         object_config=_object_config(args, recognizer),
         progress=not args.no_progress,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.configargs import ConfigError, option
 from emotion.text import plural
 
 NO_BOXES = np.zeros((0, 6), dtype=np.float32)
@@ -26,11 +27,21 @@ NO_BOXES = np.zeros((0, 6), dtype=np.float32)
 class ObjectConfig:
     """Which YOLO model to run and how."""
 
-    weights: str = "yolov8n.pt"  # .pt checkpoint (bare names are downloaded by ultralytics) or a model .yaml
-    confidence: float = 0.25  # smallest box confidence shown, in [0, 1]
+    weights: str = option(  # .pt checkpoint (bare names are downloaded by ultralytics) or a model .yaml
+        "YOLO .pt weights or a model .yaml (yolov8n.pt is downloaded by ultralytics on first use where there is "
+        "internet; without it the run goes on without boxes)",
+        "yolov8n.pt",
+        name="--yolo-weights",
+        metavar="PATH",
+    )
+    confidence: float = option("smallest object confidence shown", 0.25, name="--yolo-conf", metavar="X")  # [0, 1]
     image_size: int = 320  # px, the network's input side (smaller is faster; 640 finds smaller objects)
     min_interval: float = 0.15  # s, least time between two detections: leaves CPU to the emotion loop
     device: str = "cpu"  # torch device for YOLO: cpu, cuda or cuda:N
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.confidence <= 1:
+            raise ConfigError("{} must be between 0 and 1", "confidence")
 
 
 def _quiet_ultralytics() -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emotion.configargs import ConfigError, check_min, option
+
 MODES = ("ema", "mean")
 
 
@@ -14,14 +16,21 @@ MODES = ("ema", "mean")
 class SmoothingConfig:
     """How displayed values follow the model: over `frames` frames, by moving average or exponential average."""
 
-    frames: int = 5  # window length (mean) or span (ema, alpha = 2 / (frames + 1)); 1 turns smoothing off
-    mode: str = "ema"  # "ema" (exponential moving average) or "mean" (moving average over the last `frames`)
+    frames: int = option(  # window length (mean) or span (ema, alpha = 2 / (frames + 1)); 1 turns smoothing off
+        "smooth the shown emotion per face over about N frames; 1 turns it off. The JSON keeps the raw model output "
+        "under 'raw' as well",
+        5,
+        name="--smoothing",
+        metavar="N",
+    )
+    mode: str = option(  # "ema" (exponential moving average) or "mean" (moving average over the last `frames`)
+        "exponential or moving average", "ema", name="--smoothing-mode", choices=MODES
+    )
 
     def __post_init__(self) -> None:
-        if self.frames < 1:
-            raise ValueError("smoothing frames must be at least 1")
+        check_min(self, 1, "frames")
         if self.mode not in MODES:
-            raise ValueError(f"smoothing mode must be one of {MODES}")
+            raise ConfigError(f"{{}} must be one of {', '.join(MODES)}", "mode")
 
 
 class Smoother:

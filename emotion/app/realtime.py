@@ -12,7 +12,6 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import numpy as np
 from emotion.errors import EmotionError
 from emotion.io.sinks import ResultSinks, prepare_output
 from emotion.io.sources import Captured, FrameSource
-from emotion.objects import ObjectConfig, ObjectDetector
+from emotion.app.config import RealtimeConfig
+from emotion.objects import ObjectDetector
 from emotion.overlay import draw_text_line
 from emotion.pipeline import Pipeline, RunSummary
 from emotion.recognizer import EmotionRecognizer
@@ -59,24 +59,6 @@ def display_problem() -> str | None:
             except OSError:
                 continue
     return f"cannot connect to the display DISPLAY={display}"
-
-
-@dataclass(frozen=True)
-class RealtimeConfig:
-    """How the live loop runs and what it writes."""
-
-    headless: bool = False  # no window: run the same loop for servers, writing only the asked-for outputs
-    output: Path | None = None  # annotated video of the whole session (.mp4 or .avi)
-    json_path: Path | None = None  # per-frame JSON of the whole session
-    csv_path: Path | None = None  # one CSV row per face per frame for the whole session
-    overwrite: bool = True  # replace existing output files
-    save_dir: Path = Path("captures")  # folder for screenshots (s) and recordings (r)
-    objects: bool = False  # start with YOLO object boxes on (o toggles them)
-    object_config: ObjectConfig = ObjectConfig()  # the YOLO model used for object boxes
-    show_help: bool = True  # the key help line at the bottom (h toggles it)
-    window: str = "emotion"  # window title
-    max_frames: int | None = None  # stop after this many processed frames (None: until the source ends or q)
-    progress: bool = True  # headless: a status line on stderr every few seconds
 
 
 def _stamp() -> str:
