@@ -158,8 +158,8 @@ def pipeline(recognizer, path: Path, folder: Path, video: bool) -> tuple[float, 
 def real_face_crops(count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` real face crops (count, 1, 64, 64) in [-1, 1] and their landmarks, from the shared photos."""
     from emotion.face import FaceAnalyzer, FaceConfig
-    from emotion.inputs import crops_to_tensor
     from emotion.io.files import read_image
+    from emotion.model import crops_to_tensor
 
     crops, landmarks = [], []
     with FaceAnalyzer(FaceConfig(max_faces=20), static=True) as analyzer:

@@ -119,6 +119,13 @@ class Face:
         return align_crop(self.frame, self.landmarks, self.crop_size, self.margin)
 
 
+def face_crop(frame: np.ndarray, face: Face, crop_size: int, in_chans: int) -> np.ndarray:
+    """The face's aligned crop at a model's size: (S, S) uint8 gray for in_chans 1, (S, S, 3) BGR for 3."""
+    if in_chans == 1 and face.crop.shape[:2] == (crop_size, crop_size):
+        return face.crop
+    return align_crop(frame, face.landmarks, size=crop_size, color=in_chans == 3)
+
+
 @dataclass
 class _Track:
     """What video mode remembers of one face between frames."""

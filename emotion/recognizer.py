@@ -16,9 +16,8 @@ import torch
 
 from emotion.export import DEFAULT_ONNX, create_streamer, default_export_path
 from emotion.device import resolve_device
-from emotion.face import Face, FaceAnalyzer, FaceConfig
-from emotion.model import CheckpointError, default_model, load_checkpoint
-from emotion.inputs import crops_to_tensor, face_crop
+from emotion.face import Face, FaceAnalyzer, FaceConfig, face_crop
+from emotion.model import CheckpointError, crops_to_tensor, default_model, load_checkpoint
 from emotion.results import FaceResult, FrameResult
 from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.errors import EmotionError
@@ -117,7 +116,8 @@ class EmotionRecognizer:
             return {"probabilities": np.zeros((0, 7)), "valence": np.zeros(0), "arousal": np.zeros(0)}
         size, chans = self.model.config.crop_size, self.model.config.in_chans
         with self.timer("crop/align"):
-            crops = crops_to_tensor(np.stack([face_crop(frame, f, size, chans) for f in faces])).numpy()
+            crops = np.stack([face_crop(frame, f, size, chans) for f in faces])
+            crops = crops_to_tensor(crops, self.model.backbone.pretrained_cfg).numpy()
             landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
         with self.timer("model"):
             out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces])

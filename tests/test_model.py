@@ -18,7 +18,7 @@ from emotion.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from emotion.model.xception import DEFAULT_WEIGHTS
+from emotion.model.backbones import DEFAULT_WEIGHTS, crops_to_tensor, load_pretrained_backbone
 
 CONFIGS = {
     "mini_xception": ModelConfig(),
@@ -101,7 +101,7 @@ def test_untrained_model_outputs_frame_logits_and_circumplex_prior(name):
 def test_default_model_is_the_pretrained_fer2013_model():
     model = default_model("cpu")
     assert model.config == ModelConfig() and not model.training
-    reference = __import__("emotion.model.xception", fromlist=["x"]).load_pretrained_backbone()
+    reference = load_pretrained_backbone()
     x, lm = clip(model.config, 1, 8)
     with torch.inference_mode():
         out = model(x, lm)
@@ -328,7 +328,6 @@ def test_default_model_streams_real_faces_to_their_expressions(shared_data):
     """Real photos through the real face stage: the untrained default model names each expression (FER2013 prior)."""
     cv2 = pytest.importorskip("cv2")
     from emotion.face import FaceAnalyzer
-    from emotion.model.xception import normalize_gray
 
     expected = {
         "happy-baby.jpeg": "happy",
@@ -343,7 +342,7 @@ def test_default_model_streams_real_faces_to_their_expressions(shared_data):
         for track, (name, label) in enumerate(expected.items()):
             faces = analyzer(cv2.imread(str(shared_data / "images" / name)))
             assert len(faces) == 1, name
-            crop = normalize_gray(torch.from_numpy(faces[0].crop))[None]
+            crop = crops_to_tensor(faces[0].crop, model.backbone.pretrained_cfg)
             out = model.step(state, crop, torch.from_numpy(faces[0].landmarks_norm), track_ids=[track])
             assert LABELS[out["logits"][0].argmax()] == label, name
             assert -1 <= out["valence"][0] <= 1 and -1 <= out["arousal"][0] <= 1
