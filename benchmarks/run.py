@@ -260,8 +260,8 @@ def crowd_run(frames: list[np.ndarray], max_faces: int) -> dict:
 def run(config: BenchConfig) -> dict:
     import torch
 
-    from emotion.export import OnnxStreamer, TorchStreamer
     from emotion.recognizer import EmotionRecognizer
+    from emotion.runtime import OnnxStreamer, TorchStreamer
 
     if not VIDEO.is_file():
         raise SystemExit(f"the benchmark needs {VIDEO} (the shared test data beside the repository)")

@@ -221,7 +221,7 @@ def _train_or_evaluate(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """--export: write the streaming step of the model as ONNX or TorchScript."""
-    from emotion.export import default_export_path, export_model
+    from emotion.model.export import default_export_path, export_model
     from emotion.model import CheckpointError, default_model, load_checkpoint
     from emotion.io.sinks import prepare_output
     from emotion.errors import EmotionError

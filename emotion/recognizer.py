@@ -14,10 +14,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from emotion.export import DEFAULT_ONNX, create_streamer, default_export_path
 from emotion.device import resolve_device
 from emotion.face import Face, FaceAnalyzer, FaceConfig, face_crop
 from emotion.model import CheckpointError, crops_to_tensor, default_model, load_checkpoint
+from emotion.model.export import DEFAULT_ONNX, default_export_path
+from emotion.runtime import Backend, create_streamer
 from emotion.results import FaceResult, FrameResult
 from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.errors import EmotionError
@@ -76,7 +77,7 @@ class EmotionRecognizer:
         face_config: FaceConfig = FaceConfig(),
         smoothing: SmoothingConfig = SmoothingConfig(),
         threads: int = 1,
-        backend: str = "auto",
+        backend: Backend = "auto",
     ):
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -90,7 +91,7 @@ class EmotionRecognizer:
         self.model.eval()
         exported = DEFAULT_ONNX if weights is None else default_export_path(weights, "onnx")
         self.streamer = create_streamer(self.model, self.device, backend, exported, threads)
-        self.backend = "torch" if self.streamer.source == "torch" else "onnx"
+        self.backend = self.streamer.name
         self.face_config = face_config
         self.smoothing = smoothing
         self.timer = StageTimer()

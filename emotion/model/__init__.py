@@ -3,7 +3,7 @@
 from emotion.model.backbones import BackboneConfig, crops_to_tensor
 from emotion.model.checkpoint import CheckpointError, default_model, load_checkpoint, save_checkpoint
 from emotion.model.registry import create_model, list_models, register_model
-from emotion.model.stnet import CACHE_KEYS, FrameCache, ModelConfig, STNet, StreamState
+from emotion.model.stnet import CACHE_KEYS, FrameCache, ModelConfig, STNet
 
 __all__ = [
     "CACHE_KEYS",
@@ -12,7 +12,6 @@ __all__ = [
     "FrameCache",
     "ModelConfig",
     "STNet",
-    "StreamState",
     "create_model",
     "crops_to_tensor",
     "default_model",

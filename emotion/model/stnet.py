@@ -8,7 +8,6 @@ last `window` frames gives at t exactly the whole-clip output at the last step o
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -86,9 +85,10 @@ class STNet(nn.Module):
     """Spatio-temporal emotion network over face tracks: per-step logits (B, T, 7), valence and arousal (B, T).
 
     `forward(x, landmarks)` = `forward_temporal(forward_features(x, landmarks))`; the expensive per-frame part
-    (`encode_frames`) is cached per frame, so streaming runs the backbone once per face and frame. The output at
-    step t depends on frames <= t only; streaming (`step`) applies the model to frames [max(0, t-window+1), t]. A
-    whole clip longer than `window` can differ from streaming: its forward LSTM direction remembers the whole clip.
+    (`encode_frames`, packed by `encode_rows`) is cached per frame, so streaming runs the backbone once per face and
+    frame. The output at step t depends on frames <= t only; streaming (`forward_last` over a track's ring buffer,
+    emotion.runtime) applies the model to frames [max(0, t-window+1), t]. A whole clip longer than `window` can
+    differ from streaming: its forward LSTM direction remembers the whole clip.
     """
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
@@ -191,101 +191,11 @@ class STNet(nn.Module):
         c = self.backbone.num_features
         return [c, c, self.config.num_classes, self.config.landmark_dim]
 
+    def encode_rows(self, x: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """encode_frames packed into one ring-buffer row per face: (N, F) with the CACHE_KEYS features side by side."""
+        cache = self.encode_frames(x, landmarks)
+        return torch.cat([cache[k] for k in CACHE_KEYS], dim=-1)
+
     def forward_last(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """The temporal head's newest step over packed rows (B, T, F) -> logits (B, 1, 7), valence/arousal (B, 1)."""
         return self.forward_temporal(dict(zip(CACHE_KEYS, clips.split(self.row_sizes(), dim=-1), strict=True)), last=1)
-
-    def init_state(self) -> StreamState:
-        """An empty set of per-track ring buffers of `config.window` frames."""
-        return StreamState(self.config.window)
-
-    @torch.inference_mode()
-    def step(
-        self,
-        state: StreamState,
-        crops: torch.Tensor,
-        landmarks: torch.Tensor,
-        track_ids: Sequence[Hashable] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """One new frame for N faces: crops (N, C, S, S) or (C, S, S), landmarks (N, L, 3) or (L, 3).
-
-        Runs the backbone once over all N faces, pushes each face into its track's ring buffer (track_ids, default
-        0..N-1, unique) and returns the last step of each track: logits (N, 7), valence (N,), arousal (N,).
-        """
-        if crops.dim() == 3:
-            crops, landmarks = crops[None], landmarks[None]
-        return self.step_cached(state, self.encode_frames(crops, landmarks), track_ids)
-
-    @torch.inference_mode()
-    def step_cached(
-        self, state: StreamState, frames: FrameCache, track_ids: Sequence[Hashable] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """As `step`, from already encoded frames (N, ...) (e.g. from an exported encode_frames); see `step`."""
-        n = frames["frame_logits"].shape[0]
-        ids = list(range(n)) if track_ids is None else list(track_ids)
-        if len(ids) != n or len(set(ids)) != n:
-            raise ValueError(f"need {n} distinct track ids for {n} faces, got {ids}")
-        packed = torch.cat([frames[k] for k in CACHE_KEYS], dim=-1)
-        for i, track in enumerate(ids):
-            state.push(track, packed[i])
-        out = {
-            "logits": packed.new_empty(n, self.config.num_classes),
-            "valence": packed.new_empty(n),
-            "arousal": packed.new_empty(n),
-        }
-        for rows, clips in state.batches(ids):
-            result = self.forward_last(clips)
-            for key, value in result.items():
-                out[key][rows] = value[:, -1]
-        return out
-
-
-class StreamState:
-    """Per-track ring buffers of the last `window` cached frames (each packed into one row) for `STNet.step`.
-
-    Tracks are batched by history length, so no track is ever padded and each output is exactly the model applied
-    to that track's buffered frames.
-    """
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._tracks: dict[Hashable, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self._tracks)
-
-    def __contains__(self, track: Hashable) -> bool:
-        return track in self._tracks
-
-    def history(self, track: Hashable) -> int:
-        """Frames currently buffered for a track (0 if unknown), at most `window`."""
-        buffered = self._tracks.get(track)
-        return 0 if buffered is None else buffered.shape[0]
-
-    def push(self, track: Hashable, frame: torch.Tensor) -> None:
-        """Append one frame's packed cache row (F,) to a track, dropping frames older than the window."""
-        buffered = self._tracks.get(track)
-        if buffered is None:
-            self._tracks[track] = frame[None]
-        else:
-            self._tracks[track] = torch.cat([buffered[max(0, buffered.shape[0] + 1 - self.window) :], frame[None]])
-
-    def batches(self, tracks: Sequence[Hashable]) -> list[tuple[list[int], torch.Tensor]]:
-        """Group tracks by history length: [(positions in `tracks`, buffered rows (B, T, F)), ...]."""
-        groups: dict[int, list[int]] = {}
-        for i, track in enumerate(tracks):
-            groups.setdefault(self.history(track), []).append(i)
-        return [(rows, torch.stack([self._tracks[tracks[i]] for i in rows])) for rows in groups.values()]
-
-    def retain(self, tracks: Sequence[Hashable]) -> None:
-        """Forget every track not in `tracks` (e.g. faces that left the picture)."""
-        keep = set(tracks)
-        self._tracks = {k: v for k, v in self._tracks.items() if k in keep}
-
-    def drop(self, track: Hashable) -> None:
-        """Forget one track; a later frame with the same id starts a new history."""
-        self._tracks.pop(track, None)
-
-    def clear(self) -> None:
-        """Forget all tracks."""
-        self._tracks.clear()
