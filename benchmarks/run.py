@@ -37,7 +37,9 @@ import cv2
 from emotion.cli import build_parser
 from emotion.recognizer import EmotionRecognizer
 from emotion.jobs import run_video
+from emotion.runtime import set_threads
 t1 = time.time()
+set_threads(1)
 rec = EmotionRecognizer()
 t2 = time.time()
 frame = cv2.imread({image!r})
@@ -261,7 +263,7 @@ def run(config: BenchConfig) -> dict:
     import torch
 
     from emotion.recognizer import EmotionRecognizer
-    from emotion.runtime import OnnxStreamer, TorchStreamer
+    from emotion.runtime import OnnxStreamer, TorchStreamer, set_threads
 
     if not VIDEO.is_file():
         raise SystemExit(f"the benchmark needs {VIDEO} (the shared test data beside the repository)")
@@ -274,6 +276,7 @@ def run(config: BenchConfig) -> dict:
               f"{config.repeats} repeats", flush=True)
         raw: dict[str, dict[str, list]] = {name: {k: [] for k in ("decode", "mesh", "json", "video", "stages")}
                                             for name in videos}
+        set_threads(1)  # as the command line does
         recognizer = EmotionRecognizer()
         for r in range(config.repeats):
             for name, path in videos.items():
@@ -302,7 +305,6 @@ def run(config: BenchConfig) -> dict:
 
     model = default_model()
     streamers = {"onnx": OnnxStreamer(model), "torch": TorchStreamer(model, torch.device("cpu"))}
-    torch.set_num_threads(1)
     model_cost = {b: {n: [] for n in config.face_counts} for b in streamers}
     for _ in range(config.repeats):
         for backend, streamer in streamers.items():

@@ -279,9 +279,11 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     from emotion.face import FaceConfig
     from emotion.recognizer import EmotionRecognizer
+    from emotion.runtime import set_threads
     from emotion.smoothing import SmoothingConfig
 
     source = _open_live_source(args) if args.realtime else None  # a missing camera fails before the model loads
+    set_threads(args.threads or 1)
     recognizer = EmotionRecognizer(
         weights=args.weights,
         device=args.device,

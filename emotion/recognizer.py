@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from emotion.device import resolve_device
 from emotion.face import Face, FaceAnalyzer, FaceConfig, face_crop
@@ -68,6 +67,8 @@ class EmotionRecognizer:
 
     `backend` 'auto' runs the model on ONNX Runtime on the CPU when it is installed (several times faster than eager
     PyTorch for these small per-frame batches, same outputs to 1e-4), 'onnx' insists on it, 'torch' runs eager.
+    `threads` is the ONNX Runtime session's own thread count; PyTorch's, a process-wide setting, is left to the
+    application (emotion.runtime.set_threads, which the command line calls).
     """
 
     def __init__(
@@ -80,10 +81,6 @@ class EmotionRecognizer:
         backend: Backend = "auto",
     ):
         self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            # Per-frame tensors are tiny: one intra-op thread avoids OpenMP hand-offs that cost far more than the
-            # work (measured 500x slower per op with 2 threads while MediaPipe runs), and leaves a core to MediaPipe.
-            torch.set_num_threads(threads)
         try:
             self.model = default_model(self.device) if weights is None else load_checkpoint(weights, self.device)[0]
         except CheckpointError as exc:

@@ -109,10 +109,8 @@ def test_checkpoint_export_goes_beside_it_where_the_recognizer_looks(trained_lik
     assert default_export_path(checkpoint, "onnx") == tmp_path / "mine" / "best.onnx"
     assert default_export_path(checkpoint, "torchscript") == tmp_path / "mine" / "best.torchscript.pt"
     export_onnx(trained_like, tmp_path / "mine" / "best.onnx")
-    threads = torch.get_num_threads()  # the recognizer sets one thread; other tests expect the default
     with EmotionRecognizer(checkpoint, device="cpu", backend="onnx") as rec:
         assert rec.streamer.source == str(tmp_path / "mine" / "best.onnx")
-    torch.set_num_threads(threads)
 
 
 def _umask() -> int:

@@ -1,4 +1,4 @@
-"""Runtime: the ring buffer, streaming = whole clip, ONNX Runtime = eager PyTorch, backend choice."""
+"""Runtime: the ring buffer, streaming = whole clip, ONNX Runtime = eager PyTorch, backend choice, the thread setting."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from emotion.errors import EmotionError
 from emotion.labels import LABELS
 from emotion.model import ModelConfig, create_model, crops_to_tensor, default_model
 from emotion.model.export import DEFAULT_ONNX, export_onnx
-from emotion.runtime import OnnxStreamer, RingBuffer, TorchStreamer, create_streamer
+from emotion.runtime import OnnxStreamer, RingBuffer, TorchStreamer, create_streamer, set_threads
 
 TOLERANCE = 1e-4
 
@@ -217,14 +217,13 @@ def test_recognizer_backends_agree_on_a_real_clip(shared_data):
     from emotion.recognizer import EmotionRecognizer
     from emotion.io.files import VideoSource
 
-    results, threads = {}, torch.get_num_threads()  # the recognizer sets one thread; other tests expect the default
+    results = {}
     for backend in ("onnx", "torch"):
         with EmotionRecognizer(device="cpu", backend=backend) as rec, VideoSource(
             shared_data / "videos" / "single_face.mp4"
         ) as video:
             assert rec.backend == backend
             results[backend] = [rec.step(frame, i, t).faces for (i, t, frame), _ in zip(video, range(40))]
-    torch.set_num_threads(threads)
     faces = sum(len(f) for f in results["onnx"])
     assert faces >= 30
     for a, b in zip(results["onnx"], results["torch"], strict=True):
@@ -232,3 +231,20 @@ def test_recognizer_backends_agree_on_a_real_clip(shared_data):
         for fa, fb in zip(a, b):
             np.testing.assert_allclose(fa.raw_probabilities, fb.raw_probabilities, atol=TOLERANCE, rtol=0)
             assert abs(fa.raw_valence - fb.raw_valence) < TOLERANCE and abs(fa.raw_arousal - fb.raw_arousal) < TOLERANCE
+
+
+def test_threads_are_a_setting_not_a_side_effect_of_the_recognizer():
+    from emotion.recognizer import EmotionRecognizer
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(2)
+        with EmotionRecognizer(device="cpu", threads=1):
+            assert torch.get_num_threads() == 2, "building a recognizer must not change PyTorch's threads"
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        for bad in (0, -1, 1.5, True):
+            with pytest.raises(EmotionError, match="threads"):
+                set_threads(bad)
+    finally:
+        torch.set_num_threads(before)

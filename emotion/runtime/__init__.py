@@ -1,4 +1,5 @@
-"""Running STNet on a stream of frames: the per-track ring buffer and the ONNX Runtime and eager PyTorch streamers."""
+"""Running STNet on a stream of frames: the per-track ring buffer, the ONNX Runtime and eager PyTorch streamers, and
+the process's PyTorch thread setting."""
 
 from emotion.runtime.ring import RingBuffer
 from emotion.runtime.streamers import (
@@ -10,6 +11,7 @@ from emotion.runtime.streamers import (
     create_streamer,
     onnxruntime_available,
 )
+from emotion.runtime.threads import set_threads
 
 __all__ = [
     "BACKENDS",
@@ -20,4 +22,5 @@ __all__ = [
     "TorchStreamer",
     "create_streamer",
     "onnxruntime_available",
+    "set_threads",
 ]
