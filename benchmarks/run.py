@@ -37,7 +37,9 @@ import cv2
 from emotion.cli import build_parser
 from emotion.recognizer import EmotionRecognizer
 from emotion.jobs import run_video
+from emotion.runtime import set_threads
 t1 = time.time()
+set_threads(1)
 rec = EmotionRecognizer()
 t2 = time.time()
 frame = cv2.imread({image!r})
@@ -158,8 +160,8 @@ def pipeline(recognizer, path: Path, folder: Path, video: bool) -> tuple[float, 
 def real_face_crops(count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` real face crops (count, 1, 64, 64) in [-1, 1] and their landmarks, from the shared photos."""
     from emotion.face import FaceAnalyzer, FaceConfig
-    from emotion.inputs import crops_to_tensor
     from emotion.io.files import read_image
+    from emotion.model import crops_to_tensor
 
     crops, landmarks = [], []
     with FaceAnalyzer(FaceConfig(max_faces=20), static=True) as analyzer:
@@ -260,8 +262,8 @@ def crowd_run(frames: list[np.ndarray], max_faces: int) -> dict:
 def run(config: BenchConfig) -> dict:
     import torch
 
-    from emotion.export import OnnxStreamer, TorchStreamer
     from emotion.recognizer import EmotionRecognizer
+    from emotion.runtime import OnnxStreamer, TorchStreamer, set_threads
 
     if not VIDEO.is_file():
         raise SystemExit(f"the benchmark needs {VIDEO} (the shared test data beside the repository)")
@@ -274,6 +276,7 @@ def run(config: BenchConfig) -> dict:
               f"{config.repeats} repeats", flush=True)
         raw: dict[str, dict[str, list]] = {name: {k: [] for k in ("decode", "mesh", "json", "video", "stages")}
                                             for name in videos}
+        set_threads(1)  # as the command line does
         recognizer = EmotionRecognizer()
         for r in range(config.repeats):
             for name, path in videos.items():
@@ -302,7 +305,6 @@ def run(config: BenchConfig) -> dict:
 
     model = default_model()
     streamers = {"onnx": OnnxStreamer(model), "torch": TorchStreamer(model, torch.device("cpu"))}
-    torch.set_num_threads(1)
     model_cost = {b: {n: [] for n in config.face_counts} for b in streamers}
     for _ in range(config.repeats):
         for backend, streamer in streamers.items():

@@ -215,7 +215,7 @@ def _train_or_evaluate(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """--export: write the streaming step of the model as ONNX or TorchScript."""
-    from emotion.export import default_export_path, export_model
+    from emotion.model.export import default_export_path, export_model
     from emotion.model import CheckpointError, default_model, load_checkpoint
     from emotion.io.sinks import prepare_output
     from emotion.errors import EmotionError
@@ -284,8 +284,10 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     from emotion.face import FaceConfig
     from emotion.recognizer import EmotionRecognizer
+    from emotion.runtime import set_threads
 
     source = _open_live_source(args) if args.realtime else None  # a missing camera fails before the model loads
+    set_threads(args.threads or 1)
     recognizer = EmotionRecognizer(
         weights=args.weights,
         device=args.device,

@@ -9,35 +9,21 @@ to pick up new faces, and both detectors when a new face appears, to score it.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 import cv2
 import mediapipe as mp
 import numpy as np
 
-from emotion.imaging import to_bgr, to_gray, to_rgb
+from emotion.align import DEFAULT_MARGIN, align_crop, canonical_landmarks
+from emotion.imaging import to_rgb
 
 LANDMARK_COUNT = 468
-
-RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
-"""Contour of the subject's right eye (left in the image) in the MediaPipe face mesh."""
-LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
-"""Contour of the subject's left eye (right in the image)."""
-BROWS = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107, 276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
-"""Both eyebrows: their highest point is the top of the tight crop."""
-CHIN = 152
-"""Lowest point of the face oval: the bottom of the tight crop."""
-CHEEKS = (234, 454)
-"""Widest points of the face oval (near the ears): the sides of the tight crop."""
-
-DEFAULT_MARGIN = 0.1
-"""Margin of `align_crop`: 5 % of the tight square on each side, so brows to chin fill the crop as in FER2013
-without cutting the brows (on our labelled photos and clips the mini-Xception scored best between 0.1 and 0.2)."""
 
 _MESH_INPUT = 256  # px, side of the square crop handed to the face mesh around one face
 _NMS_IOU = 0.3  # boxes overlapping more than this are the same face
@@ -62,11 +48,22 @@ def _quiet_native_stderr():
         os.close(devnull)
 
 
-class _QuietGraph:
-    """A MediaPipe solution whose calls keep its native warnings (absl/TFLite, written to fd 2) off the terminal."""
+_BLANK = np.zeros((64, 64, 3), np.uint8)
+"""A frame without a face, run through a graph after start-up and reset (see _QuietGraph)."""
 
-    def __init__(self, graph):
-        self._graph = graph
+
+class _QuietGraph:
+    """A MediaPipe solution whose native warnings (absl/TFLite, written to fd 2) stay off the terminal.
+
+    Every call runs with fd 2 silenced. A new or reset graph opens its calculators, which log, on MediaPipe's own
+    threads; `process` returns only once the graph is idle, so a blank frame processed inside the quiet window holds
+    it open until they have. A blank frame leaves no state behind: a tracking face mesh has no face to follow.
+    """
+
+    def __init__(self, make: Callable[[], object]):
+        with _quiet_native_stderr():
+            self._graph = make()
+            self._graph.process(_BLANK)
 
     def process(self, image: np.ndarray):
         with _quiet_native_stderr():
@@ -75,12 +72,7 @@ class _QuietGraph:
     def reset(self) -> None:
         with _quiet_native_stderr():
             self._graph.reset()
-            self.settle()
-
-    def settle(self) -> None:
-        """Wait until the new graph has opened its calculators: their start-up warnings come from MediaPipe's own
-        threads, so without this they could land on the terminal after the quiet window has closed."""
-        self._graph._graph.wait_until_idle()
+            self._graph.process(_BLANK)
 
     def close(self) -> None:
         self._graph.close()
@@ -118,13 +110,20 @@ class Face:
 
     @cached_property
     def landmarks_norm(self) -> np.ndarray:
-        """(L, 3) float32, see normalize_landmarks."""
-        return normalize_landmarks(self.landmarks)
+        """(L, 3) float32 in the canonical pose, see emotion.align.canonical_landmarks."""
+        return canonical_landmarks(self.landmarks)
 
     @cached_property
     def crop(self) -> np.ndarray:
-        """(S, S) uint8 grayscale, eyes level, brows to chin (see align_crop)."""
+        """(S, S) uint8 grayscale, eyes level, brows to chin (see emotion.align.align_crop)."""
         return align_crop(self.frame, self.landmarks, self.crop_size, self.margin)
+
+
+def face_crop(frame: np.ndarray, face: Face, crop_size: int, in_chans: int) -> np.ndarray:
+    """The face's aligned crop at a model's size: (S, S) uint8 gray for in_chans 1, (S, S, 3) BGR for 3."""
+    if in_chans == 1 and face.crop.shape[:2] == (crop_size, crop_size):
+        return face.crop
+    return align_crop(frame, face.landmarks, size=crop_size, color=in_chans == 3)
 
 
 @dataclass
@@ -173,85 +172,6 @@ def _greedy_nms(items: list, box_of) -> list:
     return kept
 
 
-def _eye_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Eye midpoint (2,), the rotation (2, 2) that makes the eye line horizontal, and the inter-ocular distance."""
-    right = landmarks[list(RIGHT_EYE), :2].mean(axis=0)
-    left = landmarks[list(LEFT_EYE), :2].mean(axis=0)
-    dx, dy = (left - right).astype(np.float64)
-    angle = math.atan2(dy, dx)
-    c, s = math.cos(angle), math.sin(angle)
-    rotation = np.array([[c, s], [-s, c]])
-    return (left + right) / 2.0, rotation, math.hypot(dx, dy)
-
-
-def crop_square(landmarks: np.ndarray, margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray, np.ndarray, float]:
-    """The crop square in eye-level coordinates: rotation (2, 2) from image px, its centre (2,) and side in px.
-
-    The tight square spans from the top of the brows to the chin vertically and cheek to cheek horizontally
-    (whichever is longer), centred on both spans; `margin` widens its side by that fraction.
-    """
-    _, rotation, _ = _eye_frame(landmarks)
-    level = landmarks[:, :2].astype(np.float64) @ rotation.T
-    top = level[list(BROWS), 1].min()
-    bottom = level[CHIN, 1]
-    left, right = np.sort(level[list(CHEEKS), 0])
-    centre = np.array([(left + right) / 2.0, (top + bottom) / 2.0])
-    side = max(bottom - top, right - left, 1.0) * (1.0 + margin)
-    return rotation, centre, float(side)
-
-
-def crop_matrix(landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """The (2, 3) affine from image px to px of the (size, size) crop of `align_crop`, e.g. to draw landmarks on it."""
-    rotation, centre, side = crop_square(landmarks, margin)
-    scale = size / side
-    matrix = np.zeros((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = (size - 1) / 2.0 - scale * centre
-    return matrix
-
-
-def align_crop(
-    image: np.ndarray, landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_MARGIN, color: bool = False
-) -> np.ndarray:
-    """Eye-level square crop framed brows to chin (FER2013 style): (size, size) gray, or (size, size, 3) BGR if color.
-
-    image is BGR (H, W, 3), BGRA (H, W, 4) or grayscale (H, W) uint8; landmarks (L, 3) or (L, 2) px in that image.
-    One affine (rotation, scale, translation, see `crop_matrix`) maps the square to the output; a face much larger
-    than the output is first shrunk with INTER_AREA so the result is not aliased. Borders are replicated.
-    """
-    matrix = crop_matrix(landmarks, size, margin)
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
-    source = corners @ cv2.invertAffineTransform(matrix).T
-    h, w = image.shape[:2]
-    x0 = int(np.clip(math.floor(source[:, 0].min()) - 1, 0, w - 1))
-    y0 = int(np.clip(math.floor(source[:, 1].min()) - 1, 0, h - 1))
-    x1 = int(np.clip(math.ceil(source[:, 0].max()) + 2, x0 + 1, w))
-    y1 = int(np.clip(math.ceil(source[:, 1].max()) + 2, y0 + 1, h))
-    region = to_bgr(image[y0:y1, x0:x1]) if color else to_gray(image[y0:y1, x0:x1])
-    to_image = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
-    shrink = math.hypot(*matrix[:, 0]) * 2.0
-    if shrink < 1.0:
-        rw, rh = max(1, round((x1 - x0) * shrink)), max(1, round((y1 - y0) * shrink))
-        sx, sy = rw / (x1 - x0), rh / (y1 - y0)
-        region = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
-        to_image = to_image @ np.array([[1.0 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1.0 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
-    region = np.ascontiguousarray(region)
-    flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-    return cv2.warpAffine(region, matrix @ to_image, (size, size), flags=flags, borderMode=border)
-
-
-def normalize_landmarks(landmarks: np.ndarray) -> np.ndarray:
-    """Landmarks (L, 3) without translation, scale and roll: centred on their centroid (x, y and z), rotated about z
-    so the line from the right-eye centre to the left-eye centre points along +x, divided by that eye distance."""
-    points = landmarks.astype(np.float64)
-    _, rotation, distance = _eye_frame(points)
-    centred = points - points.mean(axis=0)
-    out = np.empty_like(centred)
-    out[:, :2] = centred[:, :2] @ rotation.T
-    out[:, 2] = centred[:, 2]
-    return (out / max(distance, 1e-6)).astype(np.float32)
-
-
 _LANDMARK_RECORD = np.dtype(
     [("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x", "<f4")]
     + [("y_tag", "u1"), ("y", "<f4"), ("z_tag", "u1"), ("z", "<f4")]
@@ -260,7 +180,8 @@ _LANDMARK_RECORD = np.dtype(
 
 
 def _mesh_landmarks(face_landmarks, width: int, height: int) -> np.ndarray:
-    """(L, 3) float32 px from a NormalizedLandmarkList, read from its protobuf bytes (15x faster than attributes)."""
+    """(L, 3) float32 px from a NormalizedLandmarkList, read from its protobuf bytes in one go rather than through
+    1,404 attribute reads (README, "Measured on this machine"); falls back to the attributes for another layout."""
     raw = face_landmarks.SerializeToString()
     records = np.frombuffer(raw, _LANDMARK_RECORD) if len(raw) % _LANDMARK_RECORD.itemsize == 0 else None
     expected = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
@@ -289,36 +210,24 @@ class FaceAnalyzer:
     def _build_graphs(self) -> None:
         """Create the MediaPipe graphs with their native start-up and run-time warnings kept off the terminal."""
         config = self.config
-        solutions = mp.solutions
-        with _quiet_native_stderr():
-            self._full_range = _QuietGraph(
-                solutions.face_detection.FaceDetection(
-                    model_selection=1, min_detection_confidence=config.min_detection_confidence
+        detection, mesh = mp.solutions.face_detection.FaceDetection, mp.solutions.face_mesh.FaceMesh
+        confidence = config.min_detection_confidence
+        self._full_range = _QuietGraph(partial(detection, model_selection=1, min_detection_confidence=confidence))
+        self._short_range = _QuietGraph(partial(detection, model_selection=0, min_detection_confidence=confidence))
+        self._crop_mesh = _QuietGraph(
+            partial(mesh, static_image_mode=True, max_num_faces=2, min_detection_confidence=confidence)
+        )
+        self._mesh = None
+        if not self.static:
+            self._mesh = _QuietGraph(
+                partial(
+                    mesh,
+                    static_image_mode=False,
+                    max_num_faces=max(1, min(config.mesh_max_faces, config.max_faces)),
+                    min_detection_confidence=confidence,
+                    min_tracking_confidence=config.min_tracking_confidence,
                 )
             )
-            self._short_range = _QuietGraph(
-                solutions.face_detection.FaceDetection(
-                    model_selection=0, min_detection_confidence=config.min_detection_confidence
-                )
-            )
-            self._crop_mesh = _QuietGraph(
-                solutions.face_mesh.FaceMesh(
-                    static_image_mode=True, max_num_faces=2, min_detection_confidence=config.min_detection_confidence
-                )
-            )
-            self._mesh = None
-            if not self.static:
-                self._mesh = _QuietGraph(
-                    solutions.face_mesh.FaceMesh(
-                        static_image_mode=False,
-                        max_num_faces=max(1, min(config.mesh_max_faces, config.max_faces)),
-                        min_detection_confidence=config.min_detection_confidence,
-                        min_tracking_confidence=config.min_tracking_confidence,
-                    )
-                )
-            for graph in (self._full_range, self._short_range, self._crop_mesh, self._mesh):
-                if graph is not None:
-                    graph.settle()
 
     def __enter__(self) -> FaceAnalyzer:
         return self

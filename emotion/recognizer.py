@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
-from emotion.export import DEFAULT_ONNX, create_streamer, default_export_path
 from emotion.device import resolve_device
-from emotion.face import Face, FaceAnalyzer, FaceConfig
-from emotion.model import CheckpointError, default_model, load_checkpoint
-from emotion.inputs import crops_to_tensor, face_crop
+from emotion.face import Face, FaceAnalyzer, FaceConfig, face_crop
+from emotion.model import CheckpointError, crops_to_tensor, default_model, load_checkpoint
+from emotion.model.export import DEFAULT_ONNX, default_export_path
+from emotion.runtime import Backend, create_streamer
 from emotion.results import FaceResult, FrameResult
 from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.errors import EmotionError
@@ -68,6 +67,8 @@ class EmotionRecognizer:
 
     `backend` 'auto' runs the model on ONNX Runtime on the CPU when it is installed (several times faster than eager
     PyTorch for these small per-frame batches, same outputs to 1e-4), 'onnx' insists on it, 'torch' runs eager.
+    `threads` is the ONNX Runtime session's own thread count; PyTorch's, a process-wide setting, is left to the
+    application (emotion.runtime.set_threads, which the command line calls).
     """
 
     def __init__(
@@ -77,13 +78,9 @@ class EmotionRecognizer:
         face_config: FaceConfig = FaceConfig(),
         smoothing: SmoothingConfig = SmoothingConfig(),
         threads: int = 1,
-        backend: str = "auto",
+        backend: Backend = "auto",
     ):
         self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            # Per-frame tensors are tiny: one intra-op thread avoids OpenMP hand-offs that cost far more than the
-            # work (measured 500x slower per op with 2 threads while MediaPipe runs), and leaves a core to MediaPipe.
-            torch.set_num_threads(threads)
         try:
             self.model = default_model(self.device) if weights is None else load_checkpoint(weights, self.device)[0]
         except CheckpointError as exc:
@@ -91,7 +88,7 @@ class EmotionRecognizer:
         self.model.eval()
         exported = DEFAULT_ONNX if weights is None else default_export_path(weights, "onnx")
         self.streamer = create_streamer(self.model, self.device, backend, exported, threads)
-        self.backend = "torch" if self.streamer.source == "torch" else "onnx"
+        self.backend = self.streamer.name
         self.face_config = face_config
         self.smoothing = smoothing
         self.timer = StageTimer()
@@ -117,7 +114,8 @@ class EmotionRecognizer:
             return {"probabilities": np.zeros((0, 7)), "valence": np.zeros(0), "arousal": np.zeros(0)}
         size, chans = self.model.config.crop_size, self.model.config.in_chans
         with self.timer("crop/align"):
-            crops = crops_to_tensor(np.stack([face_crop(frame, f, size, chans) for f in faces])).numpy()
+            crops = np.stack([face_crop(frame, f, size, chans) for f in faces])
+            crops = crops_to_tensor(crops, self.model.backbone.pretrained_cfg).numpy()
             landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
         with self.timer("model"):
             out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces])

@@ -188,7 +188,7 @@ def _read_frames(path: Path, start: int, stop: int) -> list[np.ndarray]:
 
 def test_preprocess_real_clips_caches_tracks_and_skips_bad_ones(tmp_path, shared_data):
     from emotion.face import FaceAnalyzer, FaceConfig
-    from emotion.inputs import face_crop
+    from emotion.face import face_crop
 
     videos = shared_data / "videos"
     face = _write_clip(tmp_path / "d" / "happy" / "face.mp4", _read_frames(videos / "single_face.mp4", 30, 42), 30)

@@ -1,4 +1,5 @@
-"""Exported models compute what eager PyTorch computes: ONNX and TorchScript files, and ONNX Runtime streaming."""
+"""Exported models compute what eager PyTorch computes: ONNX and TorchScript files, where they are written, and the
+shipped default export. Streaming on ONNX Runtime is tested in tests/test_runtime.py."""
 
 import os
 import stat
@@ -11,19 +12,16 @@ from support import assert_clean_error, cli
 
 from emotion import weights
 from emotion.atomic import atomic_open
-from emotion.export import (
+from emotion.model import ModelConfig, create_model, default_model, save_checkpoint
+from emotion.model.export import (
     DEFAULT_ONNX,
-    OnnxStreamer,
     StreamStep,
-    TorchStreamer,
-    create_streamer,
     default_export_path,
+    example_inputs,
     export_onnx,
     export_torchscript,
-    row_size,
 )
-from emotion.model import ModelConfig, create_model, default_model, save_checkpoint
-from emotion.errors import EmotionError
+from emotion.runtime import OnnxStreamer
 
 pytest.importorskip("onnxruntime")
 
@@ -42,35 +40,12 @@ def trained_like() -> torch.nn.Module:
     return model.eval()
 
 
-def _inputs(model, n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    c = model.config
-    return (
-        torch.rand(n, c.in_chans, c.crop_size, c.crop_size, generator=g) * 2 - 1,
-        torch.randn(n, c.landmarks, c.landmark_dims, generator=g),
-        torch.randn(n, c.window - 1, row_size(model), generator=g),
-    )
-
-
-def _stream(streamer, frames: int = 40, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Faces entering and leaving over `frames` frames (histories from 1 to beyond the window), one step each."""
-    g = np.random.default_rng(seed)
-    state, outs = streamer.init_state(), []
-    for t in range(frames):
-        ids = [i for i in range(5) if (t + 2 * i) % 9 != 0] if t > 3 else [0, 1]
-        crops = g.uniform(-1, 1, (len(ids), 1, 64, 64)).astype(np.float32)
-        landmarks = g.normal(size=(len(ids), 468, 3)).astype(np.float32)
-        outs.append(streamer.step(state, crops, landmarks, ids))
-        state.retain(ids)
-    return outs
-
-
 def test_onnx_step_equals_eager_for_several_batch_sizes(trained_like):
     import onnxruntime as ort
 
     session = ort.InferenceSession(export_onnx(trained_like), providers=["CPUExecutionProvider"])
     for n in (1, 3, 7):
-        inputs = _inputs(trained_like, n, seed=n)
+        inputs = example_inputs(trained_like, n, seed=n)
         with torch.inference_mode():
             want = StreamStep(trained_like)(*inputs)
         got = session.run(None, dict(zip(("crops", "landmarks", "history"), (x.numpy() for x in inputs))))
@@ -79,19 +54,10 @@ def test_onnx_step_equals_eager_for_several_batch_sizes(trained_like):
             np.testing.assert_allclose(g, w.numpy(), atol=TOLERANCE, rtol=0)
 
 
-def test_onnx_streaming_equals_eager_streaming(trained_like):
-    onnx_outs = _stream(OnnxStreamer(trained_like))
-    torch_outs = _stream(TorchStreamer(trained_like, torch.device("cpu")))
-    assert len(onnx_outs) == len(torch_outs) == 40
-    for a, b in zip(onnx_outs, torch_outs):
-        for key in ("logits", "valence", "arousal"):
-            np.testing.assert_allclose(a[key], b[key], atol=TOLERANCE, rtol=0)
-
-
 def test_torchscript_export_equals_eager(trained_like, tmp_path):
     path = export_torchscript(trained_like, tmp_path / "step.pt")
     loaded = torch.jit.load(str(path))
-    inputs = _inputs(trained_like, 4, seed=4)
+    inputs = example_inputs(trained_like, 4, seed=4)
     with torch.inference_mode():
         want = StreamStep(trained_like)(*inputs)
         got = loaded(*inputs)
@@ -108,45 +74,6 @@ def test_shipped_default_export_matches_the_default_model():
     assert DEFAULT_ONNX.is_file(), f"{DEFAULT_ONNX} is missing: run `{REGENERATE}`"
     streamer = OnnxStreamer(default_model(), DEFAULT_ONNX)
     assert streamer.source == str(DEFAULT_ONNX), f"{DEFAULT_ONNX} is stale: run `{REGENERATE}`"
-
-
-def test_an_export_of_another_model_is_not_trusted(trained_like, tmp_path):
-    """A file exported from different weights fails the probe and is replaced by a fresh in-memory export."""
-    stale = tmp_path / "stale.onnx"
-    export_onnx(trained_like, stale)
-    streamer = OnnxStreamer(default_model(), stale)
-    assert streamer.source == "memory"
-
-
-def test_backend_choice():
-    model = default_model()
-    cpu = torch.device("cpu")
-    assert isinstance(create_streamer(model, cpu, "auto", DEFAULT_ONNX), OnnxStreamer)
-    assert isinstance(create_streamer(model, cpu, "torch"), TorchStreamer)
-    with pytest.raises(EmotionError, match="unknown backend"):
-        create_streamer(model, cpu, "tensorrt")
-
-
-def test_recognizer_backends_agree_on_a_real_clip(shared_data):
-    """Real MediaPipe faces through both runtimes: the same raw probabilities, valence and arousal per frame."""
-    from emotion.recognizer import EmotionRecognizer
-    from emotion.io.files import VideoSource
-
-    results, threads = {}, torch.get_num_threads()  # the recognizer sets one thread; other tests expect the default
-    for backend in ("onnx", "torch"):
-        with EmotionRecognizer(device="cpu", backend=backend) as rec, VideoSource(
-            shared_data / "videos" / "single_face.mp4"
-        ) as video:
-            assert rec.backend == backend
-            results[backend] = [rec.step(frame, i, t).faces for (i, t, frame), _ in zip(video, range(40))]
-    torch.set_num_threads(threads)
-    faces = sum(len(f) for f in results["onnx"])
-    assert faces >= 30
-    for a, b in zip(results["onnx"], results["torch"], strict=True):
-        assert [f.track_id for f in a] == [f.track_id for f in b]
-        for fa, fb in zip(a, b):
-            np.testing.assert_allclose(fa.raw_probabilities, fb.raw_probabilities, atol=TOLERANCE, rtol=0)
-            assert abs(fa.raw_valence - fb.raw_valence) < TOLERANCE and abs(fa.raw_arousal - fb.raw_arousal) < TOLERANCE
 
 
 def test_cli_export_writes_a_file_the_recognizer_trusts(tmp_path):
@@ -182,10 +109,8 @@ def test_checkpoint_export_goes_beside_it_where_the_recognizer_looks(trained_lik
     assert default_export_path(checkpoint, "onnx") == tmp_path / "mine" / "best.onnx"
     assert default_export_path(checkpoint, "torchscript") == tmp_path / "mine" / "best.torchscript.pt"
     export_onnx(trained_like, tmp_path / "mine" / "best.onnx")
-    threads = torch.get_num_threads()  # the recognizer sets one thread; other tests expect the default
     with EmotionRecognizer(checkpoint, device="cpu", backend="onnx") as rec:
         assert rec.streamer.source == str(tmp_path / "mine" / "best.onnx")
-    torch.set_num_threads(threads)
 
 
 def _umask() -> int:

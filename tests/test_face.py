@@ -8,20 +8,9 @@ import mediapipe as mp
 import numpy as np
 import pytest
 
+from emotion.align import BROWS, CHIN, LEFT_EYE, RIGHT_EYE, align_crop, canonical_landmarks, crop_matrix
 from emotion.errors import EmotionError
-from emotion.face import (
-    BROWS,
-    CHIN,
-    LANDMARK_COUNT,
-    LEFT_EYE,
-    RIGHT_EYE,
-    Face,
-    FaceAnalyzer,
-    FaceConfig,
-    align_crop,
-    crop_matrix,
-    normalize_landmarks,
-)
+from emotion.face import LANDMARK_COUNT, Face, FaceAnalyzer, FaceConfig
 
 SINGLE_FACE_PHOTOS = ["happy-baby.jpeg", "sad-baby.jpeg", "surprised.jpeg", "neutral.jpeg", "angry.jpg"]
 
@@ -165,9 +154,9 @@ def test_crop_of_rotated_photo_is_eye_level_and_matches(photo_analyzer, images):
     assert np.linalg.norm(back - upright.landmarks[:, :2], axis=1).mean() < 0.03 * np.linalg.norm(left - right)
 
 
-def test_normalize_landmarks_removes_translation_scale_and_roll(photo_analyzer, images):
+def test_canonical_landmarks_remove_translation_scale_and_roll(photo_analyzer, images):
     landmarks = photo_analyzer(read(images / "surprised.jpeg"))[0].landmarks.astype(np.float64)
-    reference = normalize_landmarks(landmarks)
+    reference = canonical_landmarks(landmarks)
     right, left = eye_centres(reference)
     assert abs(right[1] - left[1]) < 1e-5 and left[0] > right[0]
     assert np.linalg.norm(left - right) == pytest.approx(1.0, abs=1e-5)
@@ -177,10 +166,10 @@ def test_normalize_landmarks_removes_translation_scale_and_roll(photo_analyzer, 
     moved = landmarks.copy()
     moved[:, :2] = (landmarks[:, :2] - [300.0, 500.0]) @ turn.T * scale + [-40.0, 1234.5]
     moved[:, 2] = landmarks[:, 2] * scale + 17.0
-    np.testing.assert_allclose(normalize_landmarks(moved), reference, atol=1e-5)
+    np.testing.assert_allclose(canonical_landmarks(moved), reference, atol=1e-5)
     mirrored_depth = landmarks.copy()
     mirrored_depth[:, 2] *= -1
-    assert np.abs(normalize_landmarks(mirrored_depth) - reference).max() > 0.1, "depth is kept, not discarded"
+    assert np.abs(canonical_landmarks(mirrored_depth) - reference).max() > 0.1, "depth is kept, not discarded"
 
 
 def test_align_crop_on_gray_bgr_and_bgra_and_other_sizes(photo_analyzer, images):
@@ -305,3 +294,16 @@ def test_video_speed_against_bare_face_mesh(videos):
         f"bare FaceMesh tracking {1000 * bare / total:.2f} ms/frame"
     )
     assert total == 472 and found >= 0.9 * total
+
+
+def test_mediapipe_start_up_and_reset_warnings_stay_off_stderr(capfd, images):
+    """MediaPipe's graphs log from their own threads when they start and reset (absl/TFLite on file descriptor 2);
+    none of it may reach the terminal, even after the calls have returned."""
+    image = read(images / "neutral.jpeg")
+    capfd.readouterr()
+    for static in (True, False):
+        with FaceAnalyzer(static=static) as analyzer:
+            assert len(analyzer(image)) == 1
+            analyzer.reset()
+            time.sleep(0.5)
+    assert capfd.readouterr().err == ""

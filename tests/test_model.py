@@ -1,11 +1,13 @@
-"""STNet: shapes, gradients, causality, streaming = whole clip, the untrained prior, checkpoints, step speed."""
+"""STNet: shapes, gradients, causality, the newest steps alone = the whole output, the untrained prior, checkpoints.
 
-import time
+Streaming through ring buffers is tested in tests/test_runtime.py."""
+
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from modeltools import CONFIGS, RESIDUAL_HEADS, clip, max_diff, model_for, needs_weights
 from torch import nn
 
 from emotion.labels import LABELS, circumplex_matrix
@@ -18,50 +20,7 @@ from emotion.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from emotion.model.xception import DEFAULT_WEIGHTS
-
-CONFIGS = {
-    "mini_xception": ModelConfig(),
-    "wide_cnn": ModelConfig(backbone="wide_cnn", crop_size=112, in_chans=3),
-}
-"""A test config per registered backbone; the wide CNN runs on 112x112 RGB crops."""
-
-RESIDUAL_HEADS = ("logit_residual", "affect_residual")
-"""The zero-initialised last layers of the temporal branch."""
-
-needs_weights = pytest.mark.skipif(
-    not DEFAULT_WEIGHTS.is_file(), reason=f"pretrained weights missing: {DEFAULT_WEIGHTS}"
-)
-
-
-def clip(config: ModelConfig, b: int, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random crops (B, T, C, S, S) in [-1, 1] and face-like landmarks (B, T, L, 3) around a mean shape."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(b, t, config.in_chans, config.crop_size, config.crop_size, generator=g) * 2 - 1
-    shape = torch.rand(1, 1, config.landmarks, config.landmark_dims, generator=g)
-    lm = shape + 0.02 * torch.randn(b, t, config.landmarks, config.landmark_dims, generator=g)
-    return x, lm
-
-
-def with_active_residuals(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Give the zero-initialised residual heads random weights so the temporal branch changes the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name in RESIDUAL_HEADS:
-            layer = getattr(model, name)
-            layer.weight.copy_(0.3 * torch.randn(layer.weight.shape, generator=g))
-            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=g))
-    return model
-
-
-def model_for(name: str, seed: int = 0) -> nn.Module:
-    """An untrained model of the registered backbone `name` with active residual heads, in eval mode."""
-    torch.manual_seed(seed)
-    return with_active_residuals(create_model(CONFIGS[name])).eval()
-
-
-def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max((a[k] - b[k]).abs().max().item() for k in ("logits", "valence", "arousal"))
+from emotion.model.backbones import load_pretrained_backbone
 
 
 def test_every_registered_model_has_a_test_config():
@@ -101,7 +60,7 @@ def test_untrained_model_outputs_frame_logits_and_circumplex_prior(name):
 def test_default_model_is_the_pretrained_fer2013_model():
     model = default_model("cpu")
     assert model.config == ModelConfig() and not model.training
-    reference = __import__("emotion.model.xception", fromlist=["x"]).load_pretrained_backbone()
+    reference = load_pretrained_backbone()
     x, lm = clip(model.config, 1, 8)
     with torch.inference_mode():
         out = model(x, lm)
@@ -183,91 +142,6 @@ def test_forward_temporal_last_steps_equal_the_full_output(t, last):
     assert max_diff({k: v[:, -last:] for k, v in full.items()}, tail) < 1e-5
 
 
-def test_streaming_equals_whole_clip_and_batches_tracks_of_different_lengths():
-    model = model_for("mini_xception")
-    x, lm = clip(model.config, 3, 16)
-    starts = (0, 3, 9)
-    with torch.inference_mode():
-        whole = [model(x[i : i + 1, : 16 - s], lm[i : i + 1, : 16 - s]) for i, s in enumerate(starts)]
-    state = model.init_state()
-    for frame in range(16):
-        tracks = [i for i, s in enumerate(starts) if frame >= s]
-        idx = [frame - starts[i] for i in tracks]
-        out = model.step(state, x[tracks, idx], lm[tracks, idx], track_ids=[f"face{i}" for i in tracks])
-        for row, (i, t) in enumerate(zip(tracks, idx)):
-            expected = {k: v[0, t] for k, v in whole[i].items()}
-            assert max_diff({k: v[row] for k, v in out.items()}, expected) < 1e-5, (i, t)
-            assert state.history(f"face{i}") == t + 1
-    single = model.init_state()
-    one = model.step(single, x[0, 0], lm[0, 0])
-    assert one["logits"].shape == (1, len(LABELS))
-    assert max_diff({k: v[0] for k, v in one.items()}, {k: v[0, 0] for k, v in whole[0].items()}) < 1e-5
-
-
-def test_streaming_a_long_sequence_uses_the_last_window():
-    model = model_for("mini_xception")
-    window = model.config.window
-    x, lm = clip(model.config, 1, 40)
-    state = model.init_state()
-    streamed = [model.step(state, x[0, t], lm[0, t], track_ids=["a"]) for t in range(40)]
-    assert state.history("a") == window
-    starts = range(40 - window + 1)
-    with torch.inference_mode():
-        windows = model(
-            torch.stack([x[0, s : s + window] for s in starts]), torch.stack([lm[0, s : s + window] for s in starts])
-        )
-    for t in range(40):
-        first = max(0, t - window + 1)
-        expected = {k: v[first, t - first] for k, v in windows.items()}
-        assert max_diff({k: v[0] for k, v in streamed[t].items()}, expected) < 1e-5, t
-
-
-def test_dropped_track_restarts_and_retain_forgets():
-    model = model_for("mini_xception")
-    x, lm = clip(model.config, 1, 4)
-    state = model.init_state()
-    for t in range(3):
-        model.step(state, x[0, t : t + 1], lm[0, t : t + 1], track_ids=[7])
-    model.step(state, x[0, :1], lm[0, :1], track_ids=[8])
-    state.drop(7)
-    restarted = model.step(state, x[0, 3:4], lm[0, 3:4], track_ids=[7])
-    with torch.inference_mode():
-        fresh = model(x[:, 3:4], lm[:, 3:4])
-    assert max_diff({k: v[0] for k, v in restarted.items()}, {k: v[0, 0] for k, v in fresh.items()}) < 1e-6
-    state.retain([7])
-    assert 7 in state and 8 not in state and len(state) == 1
-    with pytest.raises(ValueError):
-        model.step(state, x[0, :2], lm[0, :2], track_ids=[1, 1])
-
-
-def test_step_speed_and_batch_independence():
-    """Prints ms per face in the step path for 1, 4 and 16 faces (one thread, as the app runs by default); N faces in
-    one call equal N separate calls."""
-    torch.manual_seed(0)
-    model = with_active_residuals(create_model(CONFIGS["mini_xception"])).eval()
-    x, lm = clip(model.config, 16, 1)
-    crops, marks = x[:, 0], lm[:, 0]
-    alone = [model.step(model.init_state(), crops[i], marks[i]) for i in range(16)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for n in (1, 4, 16):
-            state = model.init_state()
-            for _ in range(model.config.window):
-                model.step(state, crops[:n], marks[:n])
-            repeats = 10
-            start = time.perf_counter()
-            for _ in range(repeats):
-                model.step(state, crops[:n], marks[:n])
-            ms = (time.perf_counter() - start) / repeats * 1000 / n
-            print(f"\nstep with {n:2d} faces x {model.config.window} buffered frames: {ms:.2f} ms per face")
-    finally:
-        torch.set_num_threads(threads)
-    together = model.step(model.init_state(), crops, marks)
-    for i in range(16):
-        assert max_diff({k: v[i] for k, v in together.items()}, {k: v[0] for k, v in alone[i].items()}) < 1e-5
-
-
 def test_checkpoint_round_trip(tmp_path):
     model = model_for("mini_xception")
     config = model.config
@@ -321,29 +195,3 @@ def test_load_checkpoint_errors_name_the_file_and_the_problem(tmp_path):
             load_checkpoint(path, "cpu")
         message = str(info.value)
         assert str(path) in message and phrase in message and "\n" not in message, (case, message)
-
-
-@needs_weights
-def test_default_model_streams_real_faces_to_their_expressions(shared_data):
-    """Real photos through the real face stage: the untrained default model names each expression (FER2013 prior)."""
-    cv2 = pytest.importorskip("cv2")
-    from emotion.face import FaceAnalyzer
-    from emotion.model.xception import normalize_gray
-
-    expected = {
-        "happy-baby.jpeg": "happy",
-        "sad-baby.jpeg": "sad",
-        "surprised.jpeg": "surprise",
-        "neutral.jpeg": "neutral",
-        "angry.jpg": "angry",
-    }
-    model = default_model("cpu")
-    state = model.init_state()
-    with FaceAnalyzer(static=True) as analyzer:
-        for track, (name, label) in enumerate(expected.items()):
-            faces = analyzer(cv2.imread(str(shared_data / "images" / name)))
-            assert len(faces) == 1, name
-            crop = normalize_gray(torch.from_numpy(faces[0].crop))[None]
-            out = model.step(state, crop, torch.from_numpy(faces[0].landmarks_norm), track_ids=[track])
-            assert LABELS[out["logits"][0].argmax()] == label, name
-            assert -1 <= out["valence"][0] <= 1 and -1 <= out["arousal"][0] <= 1

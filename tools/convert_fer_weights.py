@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emotion.labels import LABELS  # noqa: E402
-from emotion.model.xception import DEFAULT_WEIGHTS, FER2013_LABELS, MiniXception  # noqa: E402
+from emotion.model.backbones import DEFAULT_WEIGHTS, FER2013_LABELS, MiniXception  # noqa: E402
 
 NUM_BLOCKS = 4
 

@@ -11,9 +11,9 @@ import torch
 
 from emotion.atomic import atomic_open
 from emotion.labels import LABELS
+from emotion.model.backbones import DEFAULT_WEIGHTS
 from emotion.model.registry import create_model
 from emotion.model.stnet import ModelConfig, STNet
-from emotion.model.xception import DEFAULT_WEIGHTS
 
 FORMAT: str = "emotion-checkpoint"
 """Value of the checkpoint's `format` key, telling our files from other torch files."""

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from emotion.model.stnet import ModelConfig, STNet, WideCNN
-from emotion.model.xception import INPUT_SIZE, MiniXception, load_pretrained_backbone
+from emotion.model.backbones import BackboneConfig, MiniXception, WideCNN, load_pretrained_backbone
+from emotion.model.stnet import ModelConfig, STNet
 
 BackboneBuilder = Callable[[ModelConfig, bool], nn.Module]
 """(config, pretrained) -> a module with num_features, forward_features and forward_head (see stnet.FrameBackbone)."""
@@ -40,11 +40,20 @@ def create_model(config: ModelConfig | None = None, pretrained: bool = False) ->
     return STNet(config, _BACKBONES[config.backbone](config, pretrained))
 
 
+def _check_input(name: str, cfg: BackboneConfig, config: ModelConfig) -> None:
+    """ValueError unless config's crop size and channels are what the backbone's pretrained config takes."""
+    if config.in_chans not in cfg.in_chans:
+        raise ValueError(f"{name} takes in_chans {' or '.join(map(str, cfg.in_chans))}, got {config.in_chans}")
+    if cfg.input_size is not None and config.crop_size != cfg.input_size:
+        raise ValueError(f"{name} takes {cfg.input_size}x{cfg.input_size} crops (crop_size={cfg.input_size})")
+    if config.crop_size % cfg.stride:
+        raise ValueError(f"{name} needs crop_size divisible by {cfg.stride}, got {config.crop_size}")
+
+
 @register_model("mini_xception")
 def mini_xception(config: ModelConfig, pretrained: bool) -> nn.Module:
     """FER2013 mini-Xception on 64x64 grayscale crops; pretrained loads the shipped weights (emotion.weights)."""
-    if config.in_chans != 1 or config.crop_size != INPUT_SIZE:
-        raise ValueError(f"mini_xception takes 1-channel {INPUT_SIZE}x{INPUT_SIZE} crops (in_chans=1, crop_size=64)")
+    _check_input("mini_xception", MiniXception.pretrained_cfg, config)
     return load_pretrained_backbone() if pretrained else MiniXception(num_classes=config.num_classes)
 
 
@@ -53,6 +62,5 @@ def wide_cnn(config: ModelConfig, pretrained: bool) -> nn.Module:
     """Wider residual CNN for training from scratch (e.g. 112x112 crops, in_chans 1 or 3); no pretrained weights."""
     if pretrained:
         raise ValueError("wide_cnn has no pretrained weights; train it from scratch (pretrained=False)")
-    if config.crop_size % 16:
-        raise ValueError(f"wide_cnn needs crop_size divisible by 16, got {config.crop_size}")
+    _check_input("wide_cnn", WideCNN.pretrained_cfg, config)
     return WideCNN(in_chans=config.in_chans, num_classes=config.num_classes)

@@ -8,9 +8,7 @@ last `window` frames gives at t exactly the whole-clip output at the last step o
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
 from typing import Protocol
 
 import torch
@@ -19,6 +17,15 @@ from einops import rearrange, reduce
 from torch import nn
 
 from emotion.labels import LABELS, circumplex_matrix
+from emotion.model.backbones import BackboneConfig
+from emotion.model.layers import (
+    DynamicChannelAttention,
+    GatedFusion,
+    LandmarkEncoder,
+    MultiScaleTemporalAttention,
+    SpatialAttention,
+    causal_conv1d,
+)
 
 FrameCache = dict[str, torch.Tensor]
 """Per-frame tensors the temporal head needs, keyed by CACHE_KEYS; leading dims (N,) per frame or (B, T) per clip."""
@@ -65,6 +72,7 @@ class FrameBackbone(Protocol):
     """What STNet needs of a per-frame CNN (timm-style split); `num_features` is C of forward_features."""
 
     num_features: int
+    pretrained_cfg: BackboneConfig
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, S, S) crops -> (N, C, h, w) feature maps."""
@@ -73,133 +81,14 @@ class FrameBackbone(Protocol):
         """(N, C, h, w) feature maps -> (N, num_classes) frame logits in LABELS order."""
 
 
-def sliding_windows(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, S + k - 1, C) -> (B, S, C, k): the k consecutive frames ending at each of the last S steps, oldest first.
-
-    The same values as x.unfold(1, k, 1), built from k slices so that it exports to ONNX with a dynamic batch size.
-    """
-    steps = x.shape[1] - k + 1
-    return torch.stack([x[:, i : i + steps] for i in range(k)], dim=-1)
-
-
-def causal_windows(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, T, C) -> (B, T, C*k): for each step t the frames t-k+1..t (zeros before the start), oldest first."""
-    return rearrange(sliding_windows(F.pad(x, (0, 0, k - 1, 0)), k), "b t c k -> b t (c k)")
-
-
-def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """Conv1d over time with left zero padding only, so step t sees steps <= t: (B, T, C) -> (B, T, C').
-
-    Computed as one matmul over unfolded windows (the same sum as conv1d, several times faster on short clips).
-    """
-    k = conv.kernel_size[0]
-    windows = x if k == 1 else causal_windows(x, k)
-    return F.linear(windows, rearrange(conv.weight, "o c k -> o (c k)"), conv.bias)
-
-
-class SpatialAttention(nn.Module):
-    """CBAM spatial attention: channel-wise mean and max maps, a 7x7 conv and a sigmoid gate over positions."""
-
-    def __init__(self, kernel: int = 7) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        maps = torch.cat([reduce(f, "n c h w -> n 1 h w", "mean"), reduce(f, "n c h w -> n 1 h w", "max")], dim=1)
-        return f * torch.sigmoid(self.conv(maps))
-
-
-class DynamicChannelAttention(nn.Module):
-    """Channel gates from per-frame avg/max channel descriptors through a causal bidirectional LSTM over time.
-
-    The forward direction runs over the clip. The backward direction for step t runs over the last `window` frames
-    ending at t in reverse order (t, t-1, ...), batched over all t by unfolding, so no step ever sees the future.
-    """
-
-    def __init__(self, channels: int, hidden: int, window: int) -> None:
-        super().__init__()
-        self.window = window
-        self.forward_lstm = nn.LSTM(2 * channels, hidden, batch_first=True)
-        self.backward_lstm = nn.LSTM(2 * channels, hidden, batch_first=True)
-        self.gate = nn.Linear(2 * hidden, channels)
-
-    def forward(self, desc: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """(B, T, 2C) descriptors -> (B, S, C) gates in (0, 1) for the last S = steps (default all T) steps."""
-        b, t, _ = desc.shape
-        s = t if steps is None else min(steps, t)
-        w = min(self.window, t)
-        forward_out, _ = self.forward_lstm(desc)
-        windows = sliding_windows(F.pad(desc, (0, 0, w - 1, 0))[:, t - s :], w)
-        windows = rearrange(windows, "b s d w -> (b s) w d").flip(1)
-        backward_out, _ = self.backward_lstm(windows)
-        valid = torch.clamp(torch.arange(t - s, t, device=desc.device), max=w - 1).repeat(b)
-        backward_last = backward_out[torch.arange(b * s, device=desc.device), valid]
-        backward_last = rearrange(backward_last, "(b s) h -> b s h", b=b)
-        return torch.sigmoid(self.gate(torch.cat([forward_out[:, t - s :], backward_last], dim=-1)))
-
-
-class MultiScaleTemporalAttention(nn.Module):
-    """Parallel causal temporal convs (one per kernel) mixed by a per-step softmax over the branches, plus residual."""
-
-    def __init__(self, dim: int, kernels: Sequence[int], dropout: float) -> None:
-        super().__init__()
-        self.branches = nn.ModuleList(nn.Conv1d(dim, dim, k) for k in kernels)
-        self.scores = nn.Linear(dim, len(kernels))
-        self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D)."""
-        branches = torch.stack([F.gelu(causal_conv1d(v, conv)) for conv in self.branches], dim=-2)
-        mixed = torch.einsum("btkd,btk->btd", branches, torch.softmax(self.scores(v), dim=-1))
-        return self.norm(v + self.dropout(mixed))
-
-
-def normalize_landmarks(lm: torch.Tensor) -> torch.Tensor:
-    """Centre each face's landmarks and divide by their RMS x-y radius, so position and face size drop out."""
-    centred = lm - reduce(lm, "n l d -> n 1 d", "mean")
-    scale = reduce(centred[..., :2].pow(2).sum(-1), "n l -> n 1 1", "mean").sqrt().clamp_min(1e-6)
-    return centred / scale
-
-
-class LandmarkEncoder(nn.Module):
-    """Per-frame landmark encoder: normalised (N, L, 3) -> flatten -> hidden -> (N, landmark_dim)."""
-
-    def __init__(self, landmarks: int, dims: int, hidden: int, out: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(landmarks * dims, hidden),
-            nn.LayerNorm(hidden),
-            nn.GELU(),
-            nn.Linear(hidden, out),
-            nn.LayerNorm(out),
-        )
-
-    def forward(self, lm: torch.Tensor) -> torch.Tensor:
-        return self.net(rearrange(normalize_landmarks(lm), "n l d -> n (l d)"))
-
-
-class GatedFusion(nn.Module):
-    """Per-step gated mix of the visual and landmark features: g * visual + (1 - g) * projected landmarks."""
-
-    def __init__(self, visual: int, landmark: int) -> None:
-        super().__init__()
-        self.project = nn.Linear(landmark, visual)
-        self.gate = nn.Linear(visual + landmark, visual)
-        self.norm = nn.LayerNorm(visual)
-
-    def forward(self, v: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
-        g = torch.sigmoid(self.gate(torch.cat([v, lm], dim=-1)))
-        return self.norm(g * v + (1 - g) * self.project(lm))
-
-
 class STNet(nn.Module):
     """Spatio-temporal emotion network over face tracks: per-step logits (B, T, 7), valence and arousal (B, T).
 
     `forward(x, landmarks)` = `forward_temporal(forward_features(x, landmarks))`; the expensive per-frame part
-    (`encode_frames`) is cached per frame, so streaming runs the backbone once per face and frame. The output at
-    step t depends on frames <= t only; streaming (`step`) applies the model to frames [max(0, t-window+1), t]. A
-    whole clip longer than `window` can differ from streaming: its forward LSTM direction remembers the whole clip.
+    (`encode_frames`, packed by `encode_rows`) is cached per frame, so streaming runs the backbone once per face and
+    frame. The output at step t depends on frames <= t only; streaming (`forward_last` over a track's ring buffer,
+    emotion.runtime) applies the model to frames [max(0, t-window+1), t]. A whole clip longer than `window` can
+    differ from streaming: its forward LSTM direction remembers the whole clip.
     """
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
@@ -302,149 +191,11 @@ class STNet(nn.Module):
         c = self.backbone.num_features
         return [c, c, self.config.num_classes, self.config.landmark_dim]
 
+    def encode_rows(self, x: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """encode_frames packed into one ring-buffer row per face: (N, F) with the CACHE_KEYS features side by side."""
+        cache = self.encode_frames(x, landmarks)
+        return torch.cat([cache[k] for k in CACHE_KEYS], dim=-1)
+
     def forward_last(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """The temporal head's newest step over packed rows (B, T, F) -> logits (B, 1, 7), valence/arousal (B, 1)."""
         return self.forward_temporal(dict(zip(CACHE_KEYS, clips.split(self.row_sizes(), dim=-1), strict=True)), last=1)
-
-    def init_state(self) -> StreamState:
-        """An empty set of per-track ring buffers of `config.window` frames."""
-        return StreamState(self.config.window)
-
-    @torch.inference_mode()
-    def step(
-        self,
-        state: StreamState,
-        crops: torch.Tensor,
-        landmarks: torch.Tensor,
-        track_ids: Sequence[Hashable] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """One new frame for N faces: crops (N, C, S, S) or (C, S, S), landmarks (N, L, 3) or (L, 3).
-
-        Runs the backbone once over all N faces, pushes each face into its track's ring buffer (track_ids, default
-        0..N-1, unique) and returns the last step of each track: logits (N, 7), valence (N,), arousal (N,).
-        """
-        if crops.dim() == 3:
-            crops, landmarks = crops[None], landmarks[None]
-        return self.step_cached(state, self.encode_frames(crops, landmarks), track_ids)
-
-    @torch.inference_mode()
-    def step_cached(
-        self, state: StreamState, frames: FrameCache, track_ids: Sequence[Hashable] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """As `step`, from already encoded frames (N, ...) (e.g. from an exported encode_frames); see `step`."""
-        n = frames["frame_logits"].shape[0]
-        ids = list(range(n)) if track_ids is None else list(track_ids)
-        if len(ids) != n or len(set(ids)) != n:
-            raise ValueError(f"need {n} distinct track ids for {n} faces, got {ids}")
-        packed = torch.cat([frames[k] for k in CACHE_KEYS], dim=-1)
-        for i, track in enumerate(ids):
-            state.push(track, packed[i])
-        out = {
-            "logits": packed.new_empty(n, self.config.num_classes),
-            "valence": packed.new_empty(n),
-            "arousal": packed.new_empty(n),
-        }
-        for rows, clips in state.batches(ids):
-            result = self.forward_last(clips)
-            for key, value in result.items():
-                out[key][rows] = value[:, -1]
-        return out
-
-
-class StreamState:
-    """Per-track ring buffers of the last `window` cached frames (each packed into one row) for `STNet.step`.
-
-    Tracks are batched by history length, so no track is ever padded and each output is exactly the model applied
-    to that track's buffered frames.
-    """
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._tracks: dict[Hashable, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self._tracks)
-
-    def __contains__(self, track: Hashable) -> bool:
-        return track in self._tracks
-
-    def history(self, track: Hashable) -> int:
-        """Frames currently buffered for a track (0 if unknown), at most `window`."""
-        buffered = self._tracks.get(track)
-        return 0 if buffered is None else buffered.shape[0]
-
-    def push(self, track: Hashable, frame: torch.Tensor) -> None:
-        """Append one frame's packed cache row (F,) to a track, dropping frames older than the window."""
-        buffered = self._tracks.get(track)
-        if buffered is None:
-            self._tracks[track] = frame[None]
-        else:
-            self._tracks[track] = torch.cat([buffered[max(0, buffered.shape[0] + 1 - self.window) :], frame[None]])
-
-    def batches(self, tracks: Sequence[Hashable]) -> list[tuple[list[int], torch.Tensor]]:
-        """Group tracks by history length: [(positions in `tracks`, buffered rows (B, T, F)), ...]."""
-        groups: dict[int, list[int]] = {}
-        for i, track in enumerate(tracks):
-            groups.setdefault(self.history(track), []).append(i)
-        return [(rows, torch.stack([self._tracks[tracks[i]] for i in rows])) for rows in groups.values()]
-
-    def retain(self, tracks: Sequence[Hashable]) -> None:
-        """Forget every track not in `tracks` (e.g. faces that left the picture)."""
-        keep = set(tracks)
-        self._tracks = {k: v for k, v in self._tracks.items() if k in keep}
-
-    def drop(self, track: Hashable) -> None:
-        """Forget one track; a later frame with the same id starts a new history."""
-        self._tracks.pop(track, None)
-
-    def clear(self) -> None:
-        """Forget all tracks."""
-        self._tracks.clear()
-
-
-class WideCNN(nn.Module):
-    """Wider residual CNN for training from scratch on larger crops (e.g. 112x112, RGB or gray); no pretrained prior.
-
-    Stride-2 stem and three stride-2 residual stages: (N, in_chans, S, S) -> (N, widths[-1], S/16, S/16); its frame
-    logits come from its own linear head over globally pooled features.
-    """
-
-    def __init__(self, in_chans: int = 3, num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, widths[0], 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        )
-        self.stages = nn.Sequential(*(_ResidualStage(c_in, c_out) for c_in, c_out in pairwise(widths)))
-        self.head = nn.Linear(widths[-1], num_classes)
-        self.num_features: int = widths[-1]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, S, S) -> (N, num_features, S/16, S/16)."""
-        return self.stages(self.stem(x))
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) -> (N, num_classes) logits: global average pool and a linear layer."""
-        return self.head(reduce(f, "n c h w -> n c", "mean"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class _ResidualStage(nn.Module):
-    """Basic residual block with stride 2 (two 3x3 convs + BN) and a strided 1x1 shortcut."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-        )
-        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))

@@ -159,7 +159,7 @@ def extract_track(source: str | Path, prep: PrepConfig, face: str = "largest") -
     """Run the face stage over a clip and keep one face: the track with the largest summed box area, or the
     left-/right-most face of each frame. -> crops (F, S, S[, 3]) uint8, landmarks (F, L, 3) float16 (normalised
     as at inference), frames (F,) int32 frame indices, total () frames read."""
-    from emotion.inputs import face_crop
+    from emotion.face import face_crop
 
     analyzer = _analyzer(prep)
     tracks: dict[Any, dict[str, list]] = {}

@@ -14,8 +14,8 @@ from emotion.training.metrics import classification_metrics, ccc, save_confusion
 
 
 def model_input(crops: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch of uint8 crops on `device` as the model's float input (see emotion.inputs.crops_to_tensor)."""
-    from emotion.inputs import crops_to_tensor
+    """A batch of uint8 crops on `device` as the model's float input (see emotion.model.crops_to_tensor)."""
+    from emotion.model import crops_to_tensor
 
     return crops_to_tensor(crops.to(device, non_blocking=True))
 

@@ -1,4 +1,5 @@
-"""MiniXception against the original Keras model's outputs, the converted checkpoint, and the converter itself."""
+"""Backbones: MiniXception against the original Keras model's outputs, the converted checkpoint, the converter, and
+each backbone's pretrained config (input size, stride, pixel normalisation)."""
 
 import importlib.util
 from pathlib import Path
@@ -10,11 +11,13 @@ import torch
 from einops import rearrange
 
 from emotion.labels import LABELS
-from emotion.model.xception import (
+from emotion.model.backbones import (
     DEFAULT_WEIGHTS,
     FER2013_LABELS,
     MiniXception,
+    WideCNN,
     _max_pool_same,
+    crops_to_tensor,
     load_pretrained_backbone,
 )
 
@@ -139,3 +142,30 @@ def test_converter_rebuilds_the_checkpoint_from_keras_layout(tmp_path):
     assert set(rebuilt) == set(state)
     for key, value in state.items():
         torch.testing.assert_close(rebuilt[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_pixel_normalisation_is_what_fer_feeds_its_model():
+    """8-bit gray crops become x / 255 * 2 - 1 in (N, 1, S, S), as the reference inputs were made; BGR crops
+    (N, S, S, 3) become (N, 3, S, S) with the same scaling."""
+    gray = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
+    x = crops_to_tensor(gray, MiniXception.pretrained_cfg)
+    assert x.shape == (4, 1, 8, 8) and x.dtype == torch.float32
+    np.testing.assert_allclose(x[:, 0].numpy(), gray / 255.0 * 2.0 - 1.0, rtol=0, atol=1e-6)
+    assert x.min() == -1.0 and x.max() == 1.0
+    bgr = np.stack([gray[:2], 255 - gray[:2], gray[2:]], axis=-1)
+    y = crops_to_tensor(torch.from_numpy(bgr), WideCNN.pretrained_cfg)
+    assert y.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(y[:, 1], -y[:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(y[:, 2], x[2:, 0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "backbone, size, chans, pretrained", [(MiniXception(), 64, 1, True), (WideCNN(in_chans=3), 112, 3, False)]
+)
+def test_pretrained_config_describes_the_network(backbone, size, chans, pretrained):
+    cfg = backbone.pretrained_cfg
+    assert chans in cfg.in_chans and cfg.input_size in (None, size) and size % cfg.stride == 0
+    with torch.inference_mode():
+        features = backbone.eval().forward_features(torch.zeros(2, chans, size, size))
+    assert features.shape == (2, backbone.num_features, size // cfg.stride, size // cfg.stride)
+    assert (cfg.weights == DEFAULT_WEIGHTS.name) if pretrained else cfg.weights is None

@@ -1,0 +1,53 @@
+"""Small untrained STNets and random clips for the model, runtime and export tests."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from emotion.model import ModelConfig, create_model
+from emotion.model.backbones import DEFAULT_WEIGHTS
+
+CONFIGS = {
+    "mini_xception": ModelConfig(),
+    "wide_cnn": ModelConfig(backbone="wide_cnn", crop_size=112, in_chans=3),
+}
+"""A test config per registered backbone; the wide CNN runs on 112x112 RGB crops."""
+
+needs_weights = pytest.mark.skipif(
+    not DEFAULT_WEIGHTS.is_file(), reason=f"pretrained weights missing: {DEFAULT_WEIGHTS}"
+)
+
+RESIDUAL_HEADS = ("logit_residual", "affect_residual")
+"""The zero-initialised last layers of the temporal branch."""
+
+
+def clip(config: ModelConfig, b: int, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops (B, T, C, S, S) in [-1, 1] and face-like landmarks (B, T, L, 3) around a mean shape."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, t, config.in_chans, config.crop_size, config.crop_size, generator=g) * 2 - 1
+    shape = torch.rand(1, 1, config.landmarks, config.landmark_dims, generator=g)
+    lm = shape + 0.02 * torch.randn(b, t, config.landmarks, config.landmark_dims, generator=g)
+    return x, lm
+
+
+def with_active_residuals(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Give the zero-initialised residual heads random weights so the temporal branch changes the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in RESIDUAL_HEADS:
+            layer = getattr(model, name)
+            layer.weight.copy_(0.3 * torch.randn(layer.weight.shape, generator=g))
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=g))
+    return model
+
+
+def model_for(name: str, seed: int = 0) -> nn.Module:
+    """An untrained model of the registered backbone `name` with active residual heads, in eval mode."""
+    torch.manual_seed(seed)
+    return with_active_residuals(create_model(CONFIGS[name])).eval()
+
+
+def max_diff(a: dict, b: dict) -> float:
+    """Largest difference of logits, valence and arousal between two outputs (tensors or arrays)."""
+    return max(float(np.abs(np.asarray(a[k]) - np.asarray(b[k])).max()) for k in ("logits", "valence", "arousal"))
