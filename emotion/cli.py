@@ -131,6 +131,7 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
 
 def _add_model_options(model: argparse._ArgumentGroup) -> None:
     from emotion.configargs import add_options
+    from emotion.face import FaceConfig
     from emotion.smoothing import SmoothingConfig
 
     model.add_argument("--weights", metavar="PATH", help="a checkpoint written by training (default: the pretrained model)")
@@ -150,14 +151,7 @@ def _add_model_options(model: argparse._ArgumentGroup) -> None:
         help="model runtime: onnx (ONNX Runtime, CPU, ~5x faster here), torch (eager PyTorch, any device); auto "
         "takes onnx on the CPU when onnxruntime is installed (default: auto)",
     )
-    model.add_argument(
-        "--max-faces",
-        type=int,
-        default=10,
-        metavar="N",
-        help="cap on faces per frame, largest first (default: 10); 20 faces work, at the frame rate README's "
-        "'Measured on this machine' gives",
-    )
+    add_options(model, FaceConfig)
 
 
 def _add_training_arguments(p: argparse.ArgumentParser, mode: argparse._MutuallyExclusiveGroup) -> None:
@@ -233,8 +227,6 @@ def _export(args: argparse.Namespace) -> int:
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be 1 or more")
-    if args.max_faces < 1:
-        p.error("--max-faces must be 1 or more")
     if args.csv and not (args.video or args.realtime):
         p.error("--csv works with --video and --realtime")
     if not args.realtime and (args.source is not None or args.no_sync or args.headless or args.save_dir):
@@ -249,12 +241,14 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def _stage_configs(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Build the configs of the stages from their options (refusing bad values now, before anything loads), kept on
-    `args` as smoothing_config and object_config."""
+    `args` as face_config, smoothing_config and object_config."""
     from emotion.configargs import from_namespace
+    from emotion.face import FaceConfig
     from emotion.objects import ObjectConfig
     from emotion.smoothing import SmoothingConfig
 
     try:
+        args.face_config = from_namespace(FaceConfig, args)
         args.smoothing_config = from_namespace(SmoothingConfig, args)
         args.object_config = from_namespace(ObjectConfig, args)
     except ValueError as exc:
@@ -282,7 +276,6 @@ def run(args: argparse.Namespace) -> int:
         return _train_or_evaluate(args)
     if args.export:
         return _export(args)
-    from emotion.face import FaceConfig
     from emotion.recognizer import EmotionRecognizer
     from emotion.runtime import set_threads
 
@@ -291,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     recognizer = EmotionRecognizer(
         weights=args.weights,
         device=args.device,
-        face_config=FaceConfig(max_faces=args.max_faces),
+        face_config=args.face_config,
         smoothing=args.smoothing_config,
         threads=args.threads or 1,
         backend=args.backend,

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 
 import cv2
-import mediapipe as mp
 import numpy as np
 
 from emotion.align import DEFAULT_MARGIN, align_crop, canonical_landmarks
+from emotion.configargs import check_min, option
 from emotion.imaging import to_rgb
 
 LANDMARK_COUNT = 468
@@ -82,7 +82,12 @@ class _QuietGraph:
 class FaceConfig:
     """Settings of the face stage."""
 
-    max_faces: int = 10  # count; at most this many faces per frame, the largest are kept
+    max_faces: int = option(  # count; at most this many faces per frame, the largest are kept
+        "cap on faces per frame, largest first; 20 faces work, at the frame rate README's 'Measured on this machine' "
+        "gives",
+        10,
+        metavar="N",
+    )
     crop_size: int = 64  # px, side of the square grayscale crop handed to the frame model
     margin: float = DEFAULT_MARGIN  # fraction of the tight brows-to-chin square's side added around it (0 = tight)
     min_detection_confidence: float = 0.5  # [0, 1], detector score a new face needs
@@ -93,6 +98,9 @@ class FaceConfig:
     mesh_max_faces: int = 1  # count; faces the full-frame FaceMesh tracks by landmarks, the rest by crops
     roi_scale: float = 2.0  # crop side around a face for the face mesh, multiple of the face box's longer side
     max_side: int = 1920  # px; longer frames are downscaled (INTER_AREA) for MediaPipe, results mapped back
+
+    def __post_init__(self) -> None:
+        check_min(self, 1, "max_faces", "crop_size", "max_side")
 
 
 @dataclass
@@ -209,6 +217,8 @@ class FaceAnalyzer:
 
     def _build_graphs(self) -> None:
         """Create the MediaPipe graphs with their native start-up and run-time warnings kept off the terminal."""
+        import mediapipe as mp  # here, not at the top: the command line reads FaceConfig without loading MediaPipe
+
         config = self.config
         detection, mesh = mp.solutions.face_detection.FaceDetection, mp.solutions.face_mesh.FaceMesh
         confidence = config.min_detection_confidence
