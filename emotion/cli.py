@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import signal
 import sys
 from pathlib import Path
 
 from emotion import __version__
+from emotion.interrupts import ignore_signals, stop_on_signals
 from emotion.labels import LABELS
 from emotion.text import plural
 
@@ -32,7 +32,7 @@ EPILOG = """examples:
 
 window keys (--realtime): q or Esc quit, space pause, s screenshot, r record, o object boxes, h help line.
 
-exit codes: 0 success, 2 bad input or settings (one line on stderr says what and how to fix it), 130 interrupted.
+exit codes: 0 success, 2 bad input or settings (one line on stderr says what and how to fix it), 130 interrupted (Ctrl-C, SIGTERM or SIGHUP; outputs are closed valid).
 labels: """ + ", ".join(LABELS) + """; valence and arousal in [-1, 1]."""
 
 
@@ -406,34 +406,39 @@ def _realtime(recognizer, source, args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum, frame) -> None:
-    """SIGTERM ends a run like Ctrl-C does, so outputs are closed and stay valid."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
+    stop_on_signals()  # first, so Ctrl-C while the heavy modules load ends as cleanly as during a run
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args)
-    _check_training_args(parser, args)
-    from emotion.errors import EmotionError
-
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run(args)
-    except EmotionError as exc:
-        print(f"error: {exc.cli_message()}", file=sys.stderr)
-        return 2
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _check_args(parser, args)
+        _check_training_args(parser, args)
+        from emotion.errors import EmotionError
+
+        try:
+            return run(args)
+        except EmotionError as exc:
+            print(f"error: {exc.cli_message()}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        print("interrupted: outputs written so far are complete and valid", file=sys.stderr)
+        ignore_signals()
+        _say("interrupted: outputs written so far are complete and valid")
         return 130
     except BrokenPipeError:  # the reader of stdout went away (`emotion ... | head`): stop quietly, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there still is one (after SIGHUP the terminal may be gone)."""
+    try:
+        print(line, file=sys.stderr)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emotion.errors import EmotionError
+from emotion.interrupts import signals_held
 from emotion.io.sinks import ResultSinks
 from emotion.io.sources import Captured, FrameSource
 from emotion.overlay import OverlayConfig, draw_boxes, draw_frame
@@ -145,20 +146,29 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             self._loop(source, worker, max_frames)
-            if worker is not None:
-                worker.close()
-            for out in self.outputs:
-                out.close()  # the frames still queued for encoding count in the time
-            summary.seconds = time.perf_counter() - t0
-        finally:
-            summary.seconds = summary.seconds or time.perf_counter() - t0
-            if worker is not None:
-                worker.close(raise_error=False)
-            for out in self.outputs:
-                out.close(raise_error=False)
-            self._bar.close()
+        except BaseException:
+            self._close(worker, t0, raise_error=False)
+            raise
+        self._close(worker, t0, raise_error=True)
         self._finish_summary(source)
         return summary
+
+    def _close(self, worker: OrderedWorker | None, t0: float, raise_error: bool) -> None:
+        """Finish the queued frames and close the outputs, with stop signals held so that a second Ctrl-C (or a
+        SIGTERM/SIGHUP) cannot leave a half-written video; the frames still queued for encoding count in the time."""
+        with signals_held():
+            try:
+                if worker is not None:
+                    worker.close(raise_error)
+                for out in self.outputs:
+                    out.close(raise_error)
+            finally:
+                self.summary.seconds = time.perf_counter() - t0
+                if worker is not None:
+                    worker.close(raise_error=False)
+                for out in self.outputs:
+                    out.close(raise_error=False)
+                self._bar.close()
 
     def _loop(self, source: FrameSource, worker: OrderedWorker | None, max_frames: int | None) -> None:
         source.start()

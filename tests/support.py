@@ -35,6 +35,31 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
+def start_until(*args, json_path, frames: int = 100, timeout: float = 120) -> subprocess.Popen:
+    """`python main.py ARGS...` started in the background, returned once `json_path` holds `frames` frames."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if json_path.exists() and json_path.read_text().count('"frame"') >= frames:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    return proc
+
+
+def count_frames(video) -> int:
+    """Frames that can actually be decoded from a video file (not what its header claims)."""
+    cap = cv2.VideoCapture(str(video))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
+
+
 def write_clip(path, frames: int = 30, size=(160, 120)) -> None:
     """A small MJPG clip of flat grey frames (no faces) for tests about files rather than faces."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)

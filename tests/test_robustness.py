@@ -2,15 +2,12 @@
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, write_clip
+from support import SHARED, assert_clean_error, cli, count_frames, needs_shared, start_until, write_clip
 
 from emotion.model import ModelConfig, create_model, save_checkpoint
 
@@ -123,16 +120,7 @@ def test_odd_images_work(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_video_leaves_valid_json_and_playable_video(tmp_path, sig):
     json_path, video_path = tmp_path / "out_results.json", tmp_path / "out.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "--video", WOLFGANG, "--output", video_path, "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if json_path.exists() and json_path.read_text().count('"frame"') >= 100:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc = start_until("--video", WOLFGANG, "--output", video_path, "--no-progress", json_path=json_path)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -140,11 +128,7 @@ def test_interrupted_video_leaves_valid_json_and_playable_video(tmp_path, sig):
     frames = json.loads(json_path.read_text())
     assert 100 <= len(frames) < 472
     assert [f["frame"] for f in frames] == list(range(len(frames)))
-    cap = cv2.VideoCapture(str(video_path))
-    count = 0
-    while cap.read()[0]:
-        count += 1
-    assert abs(count - len(frames)) <= 1
+    assert abs(count_frames(video_path) - len(frames)) <= 1
 
 
 def test_batch_folder_continues_past_bad_files(tmp_path):
