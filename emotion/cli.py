@@ -114,17 +114,19 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
     out.add_argument(
         "--output",
         metavar="PATH",
-        help="annotated result: a video file for --video (.mp4 or .avi); an image file, or a folder for several "
-        "images, for --image; the output folder for --demo (default: demo_output); for --realtime a video of the "
+        help="annotated result: a video file for --video (.mp4 or .avi); an image file (.png, .jpg, .jpeg, .bmp, "
+        ".webp, .tif, .tiff), or a folder for several images, for --image; the output folder for --demo (default: demo_output); for --realtime a video of the "
         "whole session",
     )
     out.add_argument(
         "--json",
         metavar="PATH",
-        help="per-frame JSON (--video default: <output name>_results.json beside --output, or "
+        help="per-frame .json file (--video default: <output name>_results.json beside --output, or "
         "<video name>_results.json here without --output); per-image JSON for --image",
     )
-    out.add_argument("--csv", metavar="PATH", help="also write one CSV row per face per frame (--video, --realtime)")
+    out.add_argument(
+        "--csv", metavar="PATH", help="also write one CSV row per face per frame to this .csv file (--video, --realtime)"
+    )
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -271,6 +273,24 @@ def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
                 "(for example --output annotated/)")  # fmt: skip
 
 
+def _check_output_types(args: argparse.Namespace) -> None:
+    """Refuse an output file of a type its mode cannot write, before anything loads or is opened."""
+    from emotion.io.sinks import check_output_type
+
+    if not (args.image or args.video or args.realtime):
+        return
+    output = Path(args.output) if args.output else None
+    if output is not None and not output.is_dir():
+        if args.image and output.suffix:
+            check_output_type(output, "image")
+        elif not args.image and not (args.video and Path(args.video).is_dir()):
+            check_output_type(output, "video")
+    if args.json:
+        check_output_type(args.json, "json")
+    if args.csv:
+        check_output_type(args.csv, "csv")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.train or args.evaluate:
         return _train_or_evaluate(args)
@@ -412,18 +432,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    if hasattr(sys.stdout, "reconfigure"):  # file names that are not valid UTF-8 are printed as the bytes they are
+        sys.stdout.reconfigure(errors="surrogateescape")
+    from emotion.errors import EmotionError
+
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         _check_args(parser, args)
         _check_training_args(parser, args)
-        from emotion.errors import EmotionError
-
-        try:
-            return run(args)
-        except EmotionError as exc:
-            print(f"error: {exc.cli_message()}", file=sys.stderr)
-            return 2
+        _check_output_types(args)
+        return run(args)
+    except EmotionError as exc:
+        print(f"error: {exc.cli_message()}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         ignore_signals()
         _say("interrupted: outputs written so far are complete and valid")

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from emotion.errors import EmotionError
 from emotion.formats import VIDEO_SUFFIXES
 from emotion.io.files import read_image
-from emotion.io.sinks import ResultSinks, VideoWriter, default_json_path, prepare_output
+from emotion.io.sinks import ResultSinks, VideoWriter, default_json_path, fit_name, prepare_output, write_image
 from emotion.io.sources import ImageList, open_source
 from emotion.overlay import OverlayConfig, draw_frame
 from emotion.pipeline import Pipeline, RunSummary
@@ -39,9 +39,9 @@ def run_video(
     video = open_source(source, "lossless", on_decode=lambda ms: recognizer.timer.add("decode", ms))
     try:
         info = video.video.info
-        out = prepare_output(output, overwrite) if output else None
-        jpath = prepare_output(json_path or default_json_path(out, info.path), overwrite)
-        cpath = prepare_output(csv_path, overwrite) if csv_path else None
+        out = prepare_output(output, overwrite, "video") if output else None
+        jpath = prepare_output(json_path or default_json_path(out, info.path), overwrite, "json")
+        cpath = prepare_output(csv_path, overwrite, "csv") if csv_path else None
         sinks = ResultSinks(out, jpath, cpath, fps=info.fps, timer=recognizer.timer)
         pipeline = Pipeline(recognizer, [sinks], draw=out is not None, objects=objects, overlay=overlay)
         return pipeline.run(video, progress=progress)
@@ -72,11 +72,10 @@ def run_images(
         del record["frame"], record["time"]
         records.append(record)
         if output:
-            target = prepare_output(out_dir / f"{path.stem}_annotated.png" if out_dir else output, overwrite)
-            if not cv2.imwrite(str(target), draw_frame(image.copy(), result, overlay)):
-                raise EmotionError(f"cannot write image {target}", fix="use a .png or .jpg file name")
+            name = out_dir / fit_name(f"{path.stem}_annotated", ".png") if out_dir else output
+            write_image(prepare_output(name, overwrite, "image"), draw_frame(image.copy(), result, overlay))
     if json_path:
-        target = prepare_output(json_path, overwrite)
+        target = prepare_output(json_path, overwrite, "json")
         target.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     return records
 
@@ -143,7 +142,7 @@ def run_batch(
     for path in tqdm(videos, unit="video", desc="videos", disable=not progress):
         row = BatchRow(path)
         try:
-            output = output_dir / f"{path.stem}_annotated.mp4" if output_dir is not None else None
+            output = output_dir / fit_name(f"{path.stem}_annotated", ".mp4") if output_dir is not None else None
             row.summary = run_video(recognizer, path, output, overwrite=overwrite, progress=False, overlay=overlay)
         except EmotionError as exc:
             row.error = str(exc)

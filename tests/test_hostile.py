@@ -3,13 +3,17 @@ output types and broken checkpoints. Nothing computed is lost, and every problem
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
-from support import ROOT, SHARED, count_frames, needs_shared, start_until, write_clip
+from support import ROOT, SHARED, assert_clean_error, cli, count_frames, needs_shared, start_until, write_clip
 
 WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 
@@ -68,3 +72,87 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+
+
+def _undecodable(folder, name: bytes) -> Path:
+    """A path in `folder` whose file name holds bytes that are not UTF-8, as the OS gives it to Python."""
+    return folder / os.fsdecode(name)
+
+
+def _clip_named(folder, name: bytes, frames: int) -> Path:
+    """write_clip under a name OpenCV could not take itself (written under a plain name, then renamed)."""
+    plain = folder / "plain.avi"
+    write_clip(plain, frames=frames)
+    return plain.rename(_undecodable(folder, name))
+
+
+def test_file_names_that_are_not_utf8_are_processed(tmp_path):
+    clip, photo = _clip_named(tmp_path, b"clip\xff.avi", 6), _undecodable(tmp_path, b"photo\xfe.png")
+    cv2.imwrite(str(tmp_path / "photo.png"), np.full((64, 64, 3), 128, np.uint8))
+    (tmp_path / "photo.png").rename(photo)
+    proc = cli("--video", clip, "--json", tmp_path / "v.json", "--no-progress", errors="surrogateescape")
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert len(json.loads((tmp_path / "v.json").read_text())) == 6
+    annotated = _undecodable(tmp_path, b"out\xff.png")
+    proc = cli("--image", photo, "--output", annotated, "--json", tmp_path / "i.json", errors="surrogateescape")
+    assert proc.stdout.startswith(f"{photo}: no face")
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert cv2.imdecode(np.fromfile(annotated, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
+    assert json.loads((tmp_path / "i.json").read_text())[0]["faces"] == []
+
+
+def test_batch_continues_past_a_name_that_cannot_be_written(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in (b"a.avi", b"b\xff.avi", b"c.avi"):
+        _clip_named(folder, name, frames=5)
+    proc = cli("--video", folder, "--output", tmp_path / "out", "--no-progress", errors="surrogateescape")
+    assert_clean_error(proc, "1 of 3 videos failed")
+    assert "not valid UTF-8" in proc.stdout and "2 of 3 videos processed" in proc.stdout
+    assert count_frames(tmp_path / "out" / "c_annotated.mp4") == 5
+    proc = cli("--video", folder, "--no-progress", cwd=tmp_path, errors="surrogateescape")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(_undecodable(tmp_path, b"b\xff_results.json").read_text())) == 5
+
+
+@pytest.mark.parametrize("flag", ["--image", "--video"])
+def test_named_pipe_is_refused_without_waiting(tmp_path, flag):
+    fifo = tmp_path / "input.jpg"
+    os.mkfifo(fifo)
+    assert_clean_error(cli(flag, fifo, "--no-progress", timeout=60), "not a regular file", "input.jpg")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+@pytest.mark.parametrize("flag", ["--image", "--video"])
+def test_unreadable_file_says_permission_denied(tmp_path, flag):
+    locked = tmp_path / "locked.avi"
+    write_clip(locked)
+    locked.chmod(0)
+    assert_clean_error(cli(flag, locked, "--no-progress"), "permission denied", "locked.avi")
+
+
+def test_long_input_name_gives_a_default_json_name_that_fits(tmp_path):
+    clip = tmp_path / ("v" * 244 + ".avi")
+    write_clip(clip, frames=4)
+    proc = cli("--video", clip, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
+    assert len(written) == 1 and len(written[0].name) <= 255 and written[0].name.startswith("v" * 200)
+    assert len(json.loads(written[0].read_text())) == 4
+
+
+def test_unsupported_output_types_are_refused_up_front(tmp_path):
+    clip, photo = tmp_path / "clip.avi", tmp_path / "photo.png"
+    write_clip(clip, frames=3)
+    cv2.imwrite(str(photo), np.full((32, 32, 3), 90, np.uint8))
+    cases = [
+        (["--image", photo, "--output", tmp_path / "x.gif"], [".gif", ".png, .jpg"]),
+        (["--image", photo, "--output", tmp_path / "x.xyz"], [".xyz", ".webp"]),
+        (["--video", clip, "--output", tmp_path / ".gif"], ["no file type", ".mp4, .avi"]),
+        (["--video", clip, "--output", tmp_path / "x.gif"], [".gif", ".mp4, .avi"]),
+        (["--video", clip, "--json", tmp_path / "r.txt"], ["JSON", "use .json"]),
+        (["--video", clip, "--csv", tmp_path / "r.tsv"], ["CSV", "use .csv"]),
+    ]
+    for argv, words in cases:
+        assert_clean_error(cli(*argv, "--no-progress"), *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "photo.png"]

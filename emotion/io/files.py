@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,13 +17,29 @@ from emotion.imaging import to_bgr
 
 
 def check_file(path: str | Path, what: str) -> Path:
-    """Return `path` if it is an existing regular file, else raise EmotionError naming the problem and the fix."""
+    """Return `path` if it is an existing, readable regular file, else raise EmotionError naming the problem and the
+    fix. A named pipe or device is refused without opening it (reading one would wait forever)."""
     p = Path(path)
-    if not p.exists():
-        raise EmotionError(f"{what} not found: {p} (check the path)")
-    if p.is_dir():
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise EmotionError(f"{what} not found: {p} (check the path)") from None
+    except OSError as exc:
+        raise EmotionError(f"cannot read {what} {p}: {exc.strerror.lower()} (check the path and its permissions)") from None
+    if stat.S_ISDIR(mode):
         raise EmotionError(f"{what} is a directory, not a file: {p} (give a file inside it)")
+    if not stat.S_ISREG(mode):
+        raise EmotionError(
+            f"{what} is not a regular file: {p} (a named pipe, device or socket cannot be read; give a file)"
+        )
+    if not os.access(p, os.R_OK):
+        raise EmotionError(f"cannot read {what} {p}: permission denied (check the file's permissions)")
     return p
+
+
+def _read_error(p: Path, what: str, exc: OSError) -> EmotionError:
+    """The one-line error for a file that passed `check_file` but could not be read."""
+    return EmotionError(f"cannot read {what} {p}: {exc.strerror.lower()} (check the file and its permissions)")
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:
@@ -41,13 +59,29 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as BGR uint8 (grayscale, alpha and 16-bit files are converted)."""
     p = check_file(path, "image")
-    data = np.fromfile(str(p), dtype=np.uint8)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as exc:
+        raise _read_error(p, "image", exc) from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise EmotionError(
             f"cannot decode image {p}: not an image or an unsupported format (use JPEG, PNG, BMP, WebP or TIFF)"
         )
     return to_bgr(image)
+
+
+def _opencv_name(p: Path, fd: int) -> str:
+    """The name OpenCV opens `p` by: the path itself, or for a name that is not valid UTF-8 (which crashes OpenCV)
+    the already open descriptor `fd` through /proc/self/fd."""
+    name = str(p)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/proc/self/fd"):
+            raise EmotionError(f"cannot open {p}: the file name is not valid UTF-8 (rename the file)") from None
+        return f"/proc/self/fd/{fd}"
+    return name
 
 
 @dataclass(frozen=True)
@@ -74,14 +108,19 @@ class VideoSource:
         p = check_file(path, "video")
         if p.stat().st_size == 0:
             raise EmotionError(f"video file is empty: {p} (re-export or re-download it)")
-        self._cap = cv2.VideoCapture(str(p))
+        try:
+            self._fd = os.open(p, os.O_RDONLY)
+        except OSError as exc:
+            raise _read_error(p, "video", exc) from None
+        self._cap = cv2.VideoCapture(_opencv_name(p, self._fd))
         if not self._cap.isOpened():
+            self.close()
             raise EmotionError(f"cannot open {p} as a video: not a video or an unsupported codec (convert it to MP4/H.264)")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         fps = fps if 0.5 < fps < 1000 else 25.0
         ok, first = self._cap.read()
         if not ok or first is None:
-            self._cap.release()
+            self.close()
             raise EmotionError(f"video has no readable frames: {p} (the file is empty, truncated or not a video)")
         self._first: np.ndarray | None = first
         self.info = VideoInfo(
@@ -121,6 +160,9 @@ class VideoSource:
 
     def close(self) -> None:
         self._cap.release()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> "VideoSource":
         return self

@@ -4,6 +4,7 @@ and `ResultSinks`, the set of them that one run writes."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import time
@@ -18,9 +19,69 @@ from emotion.results import FrameResult
 from emotion.worker import OrderedWorker
 
 
-def prepare_output(path: str | Path, overwrite: bool = True) -> Path:
-    """Create the parent folder of an output file and check that it can be written."""
+OUTPUT_SUFFIXES = {
+    "image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"),
+    "video": (".mp4", ".avi"),
+    "json": (".json",),
+    "csv": (".csv",),
+}
+"""The file types each kind of output can be written as (lower case, with the dot)."""
+
+NAME_MAX = 255
+"""Longest file name (bytes) the usual file systems take."""
+
+
+def check_output_type(path: str | Path, kind: str) -> Path:
+    """Refuse, before anything is opened, an output whose suffix is not one that `kind` ("image", "video", "json",
+    "csv") can be written as, and a video name OpenCV cannot take (not valid UTF-8)."""
     p = Path(path)
+    suffixes = OUTPUT_SUFFIXES[kind]
+    if p.suffix.lower() not in suffixes:
+        label = kind.upper() if kind in ("json", "csv") else kind
+        raise EmotionError(
+            f"cannot write the {label} output {p}: {p.suffix or 'no'} file type",
+            fix=f"use {suffixes[0]}" if len(suffixes) == 1 else f"use one of {', '.join(suffixes)}",
+        )
+    if kind == "video":
+        try:
+            str(p).encode("utf-8")
+        except UnicodeEncodeError:
+            raise EmotionError(
+                f"cannot write the video output {p}: the name is not valid UTF-8", fix="choose another name"
+            ) from None
+    return p
+
+
+def fit_name(stem: str, suffix: str) -> str:
+    """`stem + suffix`, with the stem shortened and a hash of it added when the name would be too long for the file
+    system, so a long input name still gives a valid (and distinct) output name."""
+    name = stem + suffix
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return name
+    tag = "-" + hashlib.sha1(os.fsencode(stem)).hexdigest()[:8]
+    room = NAME_MAX - len(os.fsencode(tag + suffix))
+    short = os.fsdecode(os.fsencode(stem)[:room])
+    while len(os.fsencode(short)) > room:  # a cut inside a multi-byte character decodes to escapes
+        short = short[:-1]
+    return short + tag + suffix
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Encode `image` by the suffix of `path` and write the bytes (OpenCV's own writer cannot take every name the OS
+    allows)."""
+    ok, data = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise EmotionError(f"cannot encode image {path}", fix=f"use one of {', '.join(OUTPUT_SUFFIXES['image'])}")
+    try:
+        path.write_bytes(data.tobytes())
+    except OSError as exc:
+        raise EmotionError(f"cannot write {path}: {exc.strerror}", fix="choose another output path") from None
+
+
+def prepare_output(path: str | Path, overwrite: bool = True, kind: str | None = None) -> Path:
+    """Create the parent folder of an output file and check that it can be written (and, given `kind`, that its
+    type is one that kind can be written as: `check_output_type`)."""
+    p = Path(path) if kind is None else check_output_type(path, kind)
     if p.is_dir():
         raise EmotionError(f"output path is a directory: {p} (give a file name such as {p / 'out.mp4'})")
     if p.exists() and not overwrite:
@@ -114,7 +175,8 @@ class VideoWriter:
 
 def default_json_path(output: Path | None, source: Path) -> Path:
     """`<output name>_results.json` beside the output video, or `<source name>_results.json` in the working folder."""
-    return output.with_name(output.stem + "_results.json") if output else Path(source.stem + "_results.json")
+    name = fit_name((output or source).stem + "_results", ".json")
+    return output.with_name(name) if output else Path(name)
 
 
 class ResultSinks:
@@ -158,7 +220,10 @@ class ResultSinks:
     @classmethod
     def create(cls, video, json_path, csv_path, fps: float, overwrite: bool, **options) -> ResultSinks:
         """Check each given path with `prepare_output` (folders made, existing files refused without `overwrite`)."""
-        paths = [prepare_output(p, overwrite) if p else None for p in (video, json_path, csv_path)]
+        paths = [
+            prepare_output(p, overwrite, kind) if p else None
+            for p, kind in ((video, "video"), (json_path, "json"), (csv_path, "csv"))
+        ]
         return cls(*paths, fps=fps, **options)
 
     @property
