@@ -323,10 +323,24 @@ def _images(recognizer, args: argparse.Namespace) -> int:
     """--image: one line per image, each face with the model's probability of the emotion shown."""
     from emotion.jobs import run_images
 
+    from emotion.pipeline import nonfinite_warning
+
+    broken = 0
     for rec in run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite):
-        faces = "; ".join(f"face #{f['id']} {f['emotion']} (probability {f['confidence']:.2f})" for f in rec["faces"])
+        faces = "; ".join(
+            f"face #{f['id']} {f['emotion']} (probability {f['confidence']:.2f})" if _valid(f) else
+            f"face #{f['id']} no valid output" for f in rec["faces"]
+        )  # fmt: skip
+        broken += sum(not _valid(f) for f in rec["faces"])
         print(f"{rec['image']}: {faces or 'no face'}")
+    if broken:
+        print(f"warning: {nonfinite_warning(broken)}", file=sys.stderr)
     return 0
+
+
+def _valid(face: dict) -> bool:
+    """Whether a face's JSON record holds the model's outputs (null where they were NaN or infinite)."""
+    return None not in (face["emotion"], face["confidence"], face["valence"], face["arousal"])
 
 
 def _video_folder(recognizer, args: argparse.Namespace) -> int:

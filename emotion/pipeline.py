@@ -47,6 +47,7 @@ class RunSummary:
     skipped: list[int] = field(default_factory=list)  # indices of unreadable frames that were skipped
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # why a live source stopped early
+    nonfinite: int = 0  # face detections whose model outputs were NaN or infinite (written as null)
 
     @property
     def fps(self) -> float:
@@ -55,9 +56,11 @@ class RunSummary:
     def add(self, result: FrameResult) -> None:
         self.frames += 1
         self.faces += len(result.faces)
+        self.nonfinite += sum(not face.finite for face in result.faces)
         if result.faces:
             self.frames_with_faces += 1
-            self.emotions[result.main_face.emotion] += 1
+            if result.main_face.finite:
+                self.emotions[result.main_face.emotion] += 1
 
     def latency(self) -> tuple[float, float]:
         """Median and 95th percentile of the capture-to-done latency in ms (0, 0 without frames)."""
@@ -87,9 +90,16 @@ class RunSummary:
             *head,
             f"  ms per frame: {stages}",
             *(skipped if self.skipped else []),
+            *([f"  warning: {nonfinite_warning(self.nonfinite)}"] if self.nonfinite else []),
             *[f"  {note}" for note in self.notes],
             *[f"  wrote {p}" for p in self.outputs],
         ]
+
+
+def nonfinite_warning(faces: int) -> str:
+    """The warning for face detections whose model outputs were NaN or infinite."""
+    return (f"the model gave NaN or infinite outputs for {plural(faces, 'face detection')}, written as null: the "
+            "weights are broken (retrain or use another checkpoint)")  # fmt: skip
 
 
 def _ranges(indices: list[int]) -> str:

@@ -9,8 +9,14 @@ import numpy as np
 from emotion.labels import LABELS
 
 
-def _r(x: float) -> float:
-    return round(float(x), 4)
+def _r(x: float) -> float | None:
+    """x to 4 decimals, or None (JSON null) for NaN or infinity, which JSON cannot hold."""
+    return round(float(x), 4) if np.isfinite(x) else None
+
+
+def _label(probabilities: np.ndarray) -> str | None:
+    """The label of the highest probability; None when the probabilities are not finite (a broken model)."""
+    return LABELS[int(np.argmax(probabilities))] if np.isfinite(probabilities).all() else None
 
 
 @dataclass
@@ -32,6 +38,13 @@ class FaceResult:
         return LABELS[int(np.argmax(self.probabilities))]
 
     @property
+    def finite(self) -> bool:
+        """False when any model output of this face is NaN or infinite (written as null, counted in summaries)."""
+        values = [self.valence, self.arousal, self.raw_valence, self.raw_arousal]
+        return bool(np.isfinite(self.probabilities).all() and np.isfinite(self.raw_probabilities).all()
+                    and np.isfinite(values).all())  # fmt: skip
+
+    @property
     def confidence(self) -> float:
         return float(np.max(self.probabilities))
 
@@ -43,13 +56,13 @@ class FaceResult:
         return {
             "id": self.track_id,
             "box": [int(v) for v in self.box],
-            "emotion": self.emotion,
+            "emotion": _label(self.probabilities),
             "confidence": _r(self.confidence),
             "probabilities": {name: _r(p) for name, p in zip(LABELS, self.probabilities)},
             "valence": _r(self.valence),
             "arousal": _r(self.arousal),
             "raw": {
-                "emotion": LABELS[int(np.argmax(self.raw_probabilities))],
+                "emotion": _label(self.raw_probabilities),
                 "probabilities": {name: _r(p) for name, p in zip(LABELS, self.raw_probabilities)},
                 "valence": _r(self.raw_valence),
                 "arousal": _r(self.raw_arousal),
@@ -74,7 +87,7 @@ class FrameResult:
         return {
             "frame": self.frame,
             "time": round(self.time, 4),
-            "emotion": main.emotion if main else None,
+            "emotion": _label(main.probabilities) if main else None,
             "confidence": _r(main.confidence) if main else None,
             "valence": _r(main.valence) if main else None,
             "arousal": _r(main.arousal) if main else None,

@@ -13,7 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from support import ROOT, SHARED, assert_clean_error, cli, count_frames, needs_shared, start_until, write_clip
+
+from emotion.model import ModelConfig, create_model, save_checkpoint
 
 WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 
@@ -156,3 +159,46 @@ def test_unsupported_output_types_are_refused_up_front(tmp_path):
     for argv, words in cases:
         assert_clean_error(cli(*argv, "--no-progress"), *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "photo.png"]
+
+
+def _checkpoint_with(tmp_path, name: str, value: float) -> Path:
+    """A checkpoint of the default config whose final emotion layer's weights are all `value`."""
+    config = ModelConfig()
+    model = create_model(config)
+    with torch.no_grad():
+        model.logit_residual.weight.fill_(value)
+    return save_checkpoint(tmp_path / name, model, config)
+
+
+def test_checkpoint_with_nan_weights_is_refused_at_load(tmp_path):
+    weights = _checkpoint_with(tmp_path, "nan.pt", float("nan"))
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, frames=3)
+    proc = cli("--video", clip, "--weights", weights, "--json", tmp_path / "r.json", "--no-progress")
+    assert_clean_error(proc, "nan.pt", "NaN or infinite", "logit_residual.weight")
+    assert not (tmp_path / "r.json").exists()
+
+
+@needs_shared
+def test_non_finite_outputs_are_written_as_null_and_counted(tmp_path):
+    weights = _checkpoint_with(tmp_path, "huge.pt", 3e38)  # finite, but the logits overflow to infinity
+    face = cv2.imread(str(SHARED / "images" / "neutral.jpeg"))
+    clip = tmp_path / "face.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, face.shape[1::-1])
+    for _ in range(4):
+        writer.write(face)
+    writer.release()
+    proc = cli("--video", clip, "--weights", weights, "--json", tmp_path / "r.json", "--csv", tmp_path / "r.csv",
+               "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the model gave NaN or infinite outputs for 4 face detections, written as null" in proc.stdout
+    frames = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert len(frames) == 4 and all(f["emotion"] is None and f["confidence"] is None for f in frames)
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 4 and all(r["emotion"] == "" and r["confidence"] == "" for r in rows)
+    proc = cli("--image", SHARED / "images" / "neutral.jpeg", "--weights", weights, "--json", tmp_path / "i.json")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("face #0 no valid output\n")
+    assert "NaN or infinite outputs for 1 face detection," in proc.stderr
+    record = json.loads((tmp_path / "i.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert record[0]["faces"][0]["emotion"] is None

@@ -143,12 +143,9 @@ class CsvWriter:
         if not result.faces:
             self._w.writerow(head + [""] * (len(self.COLUMNS) - 2))
         for face in result.faces:
-            self._w.writerow(
-                head
-                + [face.track_id, *face.box, face.emotion, f"{face.confidence:.4f}"]
-                + [f"{face.valence:.4f}", f"{face.arousal:.4f}"]
-                + [f"{p:.4f}" for p in face.probabilities]
-            )
+            values = [face.confidence, face.valence, face.arousal, *face.probabilities]
+            cells = [f"{v:.4f}" if np.isfinite(v) else "" for v in values]  # NaN/inf: empty, as JSON has null
+            self._w.writerow(head + [face.track_id, *face.box, face.emotion if face.finite else "", *cells])
 
     def close(self) -> None:
         if not self._f.closed:

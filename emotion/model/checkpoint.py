@@ -84,7 +84,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Load a checkpoint written by save_checkpoint -> (model in eval mode on `device`, config, extra).
 
     Raises CheckpointError with a one-line message for a missing file, a file that is not a torch file, a torch
-    file that is not an emotion checkpoint, or a config / state dict that does not fit this version of the model.
+    file that is not an emotion checkpoint, a config / state dict that does not fit this version of the model, or
+    weights that are not finite (NaN or infinite: a diverged training).
     """
     path = Path(path)
     hint = "pass --weights with a checkpoint written by emotion's training, or omit --weights for the pretrained model"
@@ -122,6 +123,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"{path}: config or weights do not fit this model ({detail}); retrain or use the emotion release that "
             "wrote it"
         ) from exc
+    broken = [k for k, v in payload["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(
+            f"{path}: {len(broken)} weight tensors hold NaN or infinite values (first: {broken[0]}), so every output "
+            "would be meaningless; the training that wrote it diverged: retrain (with a lower learning rate) or use an earlier "
+            "checkpoint"
+        )
     return model.to(device).eval(), config, payload.get("extra", {})
 
 
