@@ -142,6 +142,12 @@ def test_long_input_name_gives_a_default_json_name_that_fits(tmp_path):
     written = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
     assert len(written) == 1 and len(written[0].name) <= 255 and written[0].name.startswith("v" * 200)
     assert len(json.loads(written[0].read_text())) == 4
+    photo = tmp_path / ("p" * 250 + ".png")
+    cv2.imwrite(str(photo), np.full((32, 32, 3), 90, np.uint8))
+    proc = cli("--image", photo, "--output", tmp_path / "annotated")
+    assert proc.returncode == 0, proc.stderr
+    [annotated] = (tmp_path / "annotated").iterdir()
+    assert len(annotated.name) <= 255 and annotated.suffix == ".png" and cv2.imread(str(annotated)).shape == (32, 32, 3)
 
 
 def test_unsupported_output_types_are_refused_up_front(tmp_path):
