@@ -58,12 +58,11 @@ def fit_name(stem: str, suffix: str) -> str:
     name = stem + suffix
     if len(os.fsencode(name)) <= NAME_MAX:
         return name
-    tag = "-" + hashlib.sha1(os.fsencode(stem)).hexdigest()[:8]
-    room = NAME_MAX - len(os.fsencode(tag + suffix))
-    short = os.fsdecode(os.fsencode(stem)[:room])
-    while len(os.fsencode(short)) > room:  # a cut inside a multi-byte character decodes to escapes
+    end = "-" + hashlib.sha1(os.fsencode(stem)).hexdigest()[:8] + suffix
+    short = stem[: NAME_MAX - len(end)]
+    while len(os.fsencode(short + end)) > NAME_MAX:  # whole characters only, however many bytes each takes
         short = short[:-1]
-    return short + tag + suffix
+    return short + end
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
