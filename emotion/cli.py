@@ -211,10 +211,13 @@ def _export(args: argparse.Namespace) -> int:
     """--export: write the streaming step of the model as ONNX or TorchScript."""
     from emotion.model.export import default_export_path, export_model
     from emotion.model import CheckpointError, default_model, load_checkpoint
-    from emotion.io.sinks import prepare_output
     from emotion.errors import EmotionError
+    from emotion.io.paths import check_distinct
+    from emotion.io.sinks import prepare_output
 
-    target = prepare_output(args.output or default_export_path(args.weights, args.export), args.overwrite)
+    target = args.output or default_export_path(args.weights, args.export)
+    check_distinct([args.weights] if args.weights else [], [target])
+    target = prepare_output(target, args.overwrite)
     try:
         model = default_model() if args.weights is None else load_checkpoint(args.weights)[0]
     except CheckpointError as exc:
@@ -384,10 +387,12 @@ def _realtime(recognizer, source, args: argparse.Namespace) -> int:
     from emotion.app.realtime import run_realtime
     from emotion.configargs import from_namespace
     from emotion.errors import EmotionError
+    from emotion.io.paths import check_distinct
     from emotion.io.sinks import default_json_path
 
     output = Path(args.output) if args.output else None
     json_path = Path(args.json) if args.json else (default_json_path(output, Path(source.name)) if output else None)
+    check_distinct([source.video.info.path] if source.video else [], [output, json_path, args.csv])
     config = from_namespace(
         RealtimeConfig,
         args,

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from emotion.errors import EmotionError
 from emotion.formats import VIDEO_SUFFIXES
 from emotion.io.files import read_image
+from emotion.io.paths import check_distinct, unique_stems
 from emotion.io.sinks import ResultSinks, VideoWriter, default_json_path, prepare_output
 from emotion.io.sources import ImageList, open_source
 from emotion.overlay import OverlayConfig, draw_frame
@@ -39,8 +40,10 @@ def run_video(
     video = open_source(source, "lossless", on_decode=lambda ms: recognizer.timer.add("decode", ms))
     try:
         info = video.video.info
+        json_path = json_path or default_json_path(Path(output) if output else None, info.path)
+        check_distinct([info.path], [output, json_path, csv_path])
         out = prepare_output(output, overwrite) if output else None
-        jpath = prepare_output(json_path or default_json_path(out, info.path), overwrite)
+        jpath = prepare_output(json_path, overwrite)
         cpath = prepare_output(csv_path, overwrite) if csv_path else None
         sinks = ResultSinks(out, jpath, cpath, fps=info.fps, timer=recognizer.timer)
         pipeline = Pipeline(recognizer, [sinks], draw=out is not None, objects=objects, overlay=overlay)
@@ -66,13 +69,16 @@ def run_images(
     if output and several and Path(output).suffix and not Path(output).is_dir():
         raise EmotionError(f"output {output} names a file, but there are several images", fix="give a folder name")
     out_dir = Path(output) if output and (several or Path(output).suffix == "") else None
-    for path, image in images:
+    names = unique_stems(source.paths)
+    targets = [out_dir / f"{name}_annotated.png" for name in names] if out_dir else [output] * bool(output)
+    check_distinct(source.paths, [*targets, json_path])
+    for k, (path, image) in enumerate(images):
         result = recognizer.predict_image(image)
         record = {"image": str(path), **result.to_dict()}
         del record["frame"], record["time"]
         records.append(record)
         if output:
-            target = prepare_output(out_dir / f"{path.stem}_annotated.png" if out_dir else output, overwrite)
+            target = prepare_output(targets[k], overwrite)
             if not cv2.imwrite(str(target), draw_frame(image.copy(), result, overlay)):
                 raise EmotionError(f"cannot write image {target}", fix="use a .png or .jpg file name")
     if json_path:
@@ -129,7 +135,8 @@ def run_batch(
 ) -> list[BatchRow]:
     """Process every video in `folder`, continuing past bad files: annotated into `output_dir`
     (<name>_annotated.mp4 + <name>_annotated_results.json), or without `output_dir` JSON only,
-    <name>_results.json in the working folder."""
+    <name>_results.json in the working folder. <name> is the file's stem, or `unique_stems`' longer name where two
+    videos share a stem (talk.mp4 and talk.avi: talk_mp4, talk_avi)."""
     folder = Path(folder)
     videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
@@ -140,11 +147,15 @@ def run_batch(
             f"the output for a folder of videos must be a folder, but {output_dir} is a file", fix="give a folder name"
         )
     rows = []
-    for path in tqdm(videos, unit="video", desc="videos", disable=not progress):
+    names = unique_stems(videos)
+    for path, name in zip(tqdm(videos, unit="video", desc="videos", disable=not progress), names):
         row = BatchRow(path)
         try:
-            output = output_dir / f"{path.stem}_annotated.mp4" if output_dir is not None else None
-            row.summary = run_video(recognizer, path, output, overwrite=overwrite, progress=False, overlay=overlay)
+            output = output_dir / f"{name}_annotated.mp4" if output_dir is not None else None
+            json_path = None if output_dir is not None else Path(f"{name}_results.json")
+            row.summary = run_video(
+                recognizer, path, output, json_path, overwrite=overwrite, progress=False, overlay=overlay
+            )
         except EmotionError as exc:
             row.error = str(exc)
         rows.append(row)
