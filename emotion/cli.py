@@ -66,7 +66,8 @@ def _add_modes(mode: argparse._MutuallyExclusiveGroup) -> None:
         "--image",
         nargs="+",
         metavar="PATH",
-        help="one or more image files to classify, or folders: every image in a folder (not its subfolders)",
+        help="one or more image files to classify, or folders: every image in a folder (not its subfolders); photos "
+        "are turned upright by their EXIF orientation",
     )
     mode.add_argument(
         "--video",
@@ -114,7 +115,8 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
     out.add_argument(
         "--output",
         metavar="PATH",
-        help="annotated result: a video file for --video (.mp4 or .avi); an image file, or a folder for several "
+        help="annotated result: a video file for --video (.mp4 or .avi; same size and frame rate as the input, an odd "
+        "width or height loses its last column or row); an image file, or a folder for several "
         "images, for --image; the output folder for --demo (default: demo_output); for --realtime a video of the "
         "whole session",
     )
