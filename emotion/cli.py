@@ -66,8 +66,8 @@ def _add_modes(mode: argparse._MutuallyExclusiveGroup) -> None:
         "--image",
         nargs="+",
         metavar="PATH",
-        help="one or more image files to classify, or folders: every image in a folder (not its subfolders); photos "
-        "are turned upright by their EXIF orientation",
+        help="one or more image files to classify, or folders: every image in a folder (not its subfolders); read one "
+        "at a time and turned upright by their EXIF orientation; an image that cannot be read is reported and skipped",
     )
     mode.add_argument(
         "--video",
@@ -124,7 +124,8 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
         "--json",
         metavar="PATH",
         help="per-frame JSON (--video default: <output name>_results.json beside --output, or "
-        "<video name>_results.json here without --output); per-image JSON for --image",
+        "<video name>_results.json here without --output); per-image JSON for --image; valid after every frame or "
+        "image",
     )
     out.add_argument("--csv", metavar="PATH", help="also write one CSV row per face per frame (--video, --realtime)")
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
@@ -305,12 +306,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _images(recognizer, args: argparse.Namespace) -> int:
-    """--image: one line per image, each face with the model's probability of the emotion shown."""
+    """--image: one line per image as it is done, each face with the model's probability of the emotion shown; an
+    image that cannot be read gets its reason on its line, the others go on, and the run ends with one error."""
+    from emotion.errors import EmotionError
     from emotion.jobs import run_images
 
-    for rec in run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite):
+    failed: list[EmotionError] = []
+    total = 0
+    for path, rec, error in run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite):
+        total += 1
+        if error is not None:
+            failed.append(error)
+            print(f"{path}: failed: {error.cli_message()}", flush=True)
+            continue
         faces = "; ".join(f"face #{f['id']} {f['emotion']} (probability {f['confidence']:.2f})" for f in rec["faces"])
-        print(f"{rec['image']}: {faces or 'no face'}")
+        print(f"{rec['image']}: {faces or 'no face'}", flush=True)
+    if total == 1 and failed:
+        raise failed[0]
+    if failed:
+        raise EmotionError(
+            f"{len(failed)} of {plural(total, 'image')} could not be read (reasons above); the others were processed",
+            fix="fix or remove those files",
+        )
     return 0
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -14,7 +14,7 @@ from emotion.errors import EmotionError
 from emotion.formats import VIDEO_SUFFIXES
 from emotion.io.files import read_image
 from emotion.io.paths import check_distinct, unique_stems
-from emotion.io.sinks import ResultSinks, VideoWriter, default_json_path, prepare_output
+from emotion.io.sinks import JsonWriter, ResultSinks, VideoWriter, default_json_path, prepare_output
 from emotion.io.sources import ImageList, open_source
 from emotion.overlay import OverlayConfig, draw_frame
 from emotion.pipeline import Pipeline, RunSummary
@@ -59,32 +59,54 @@ def run_images(
     json_path: str | Path | None = None,
     overwrite: bool = True,
     overlay: OverlayConfig = OverlayConfig(),
-) -> list[dict]:
-    """Classify every face of each image (a folder stands for the images in it); write annotated copies (a file for
-    one image file, a folder for several)."""
+) -> Iterator[tuple[Path, dict | None, EmotionError | None]]:
+    """Classify every face of each image (a folder stands for the images in it), one image at a time; write annotated
+    copies (a file for one image file, a folder for several) and the JSON list, valid on disk after every image.
+
+    Missing files and the outputs are checked before any image is read; the images are then decoded and processed as
+    the returned iterator is consumed, yielding (path, record, None) per image, or (path, None, error) for an image
+    that cannot be decoded, which is left out of the JSON while the others go on.
+    """
     source = ImageList(paths)
-    images = list(source)
-    records = []
-    several = len(images) > 1 or any(Path(p).is_dir() for p in paths)
+    several = len(source.paths) > 1 or any(Path(p).is_dir() for p in paths)
     if output and several and Path(output).suffix and not Path(output).is_dir():
         raise EmotionError(f"output {output} names a file, but there are several images", fix="give a folder name")
     out_dir = Path(output) if output and (several or Path(output).suffix == "") else None
     names = unique_stems(source.paths)
-    targets = [out_dir / f"{name}_annotated.png" for name in names] if out_dir else [output] * bool(output)
-    check_distinct(source.paths, [*targets, json_path])
-    for k, (path, image) in enumerate(images):
-        result = recognizer.predict_image(image)
-        record = {"image": str(path), **result.to_dict()}
-        del record["frame"], record["time"]
-        records.append(record)
-        if output:
-            target = prepare_output(targets[k], overwrite)
-            if not cv2.imwrite(str(target), draw_frame(image.copy(), result, overlay)):
+    targets = [out_dir / f"{name}_annotated.png" for name in names] if out_dir else [output] * len(source.paths)
+    check_distinct(source.paths, [*filter(None, targets), json_path])
+    targets = [prepare_output(target, overwrite) if target else None for target in targets]
+    jpath = prepare_output(json_path, overwrite) if json_path else None
+    return _image_records(recognizer, source, targets, jpath, overlay)
+
+
+def _image_records(
+    recognizer: EmotionRecognizer,
+    source: ImageList,
+    targets: list[Path | None],
+    json_path: Path | None,
+    overlay: OverlayConfig,
+) -> Iterator[tuple[Path, dict | None, EmotionError | None]]:
+    """The loop of `run_images`: decode, classify, draw and record one image, then the next."""
+    writer = JsonWriter(json_path) if json_path else None
+    try:
+        for path, target in zip(source.paths, targets):
+            try:
+                image = read_image(path)
+            except EmotionError as exc:
+                yield path, None, exc
+                continue
+            result = recognizer.predict_image(image)
+            record = {"image": str(path), **result.to_dict()}
+            del record["frame"], record["time"]
+            if writer:
+                writer.write(record)
+            if target and not cv2.imwrite(str(target), draw_frame(image, result, overlay)):
                 raise EmotionError(f"cannot write image {target}", fix="use a .png or .jpg file name")
-    if json_path:
-        target = prepare_output(json_path, overwrite)
-        target.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
-    return records
+            yield path, record, None
+    finally:
+        if writer:
+            writer.close()
 
 
 def demo_photo() -> Path:

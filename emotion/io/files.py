@@ -26,11 +26,12 @@ def check_file(path: str | Path, what: str) -> Path:
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:
-    """The image files named by `paths`, where a folder stands for the images directly in it (sorted by name)."""
+    """The image files named by `paths`, where a folder stands for the images directly in it (sorted by name); a
+    named file that does not exist is refused here, before any image is decoded."""
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
-            files.append(path)
+            files.append(check_file(path, "image"))
             continue
         found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:

@@ -116,15 +116,17 @@ def _lock(fd: int, path: Path) -> None:
 
 
 class JsonWriter(AppendFile):
-    """A JSON list of frame objects that is a complete, valid document on disk after every frame (see AppendFile)."""
+    """A JSON list of records (frame results or plain dicts) that is a complete, valid document on disk after every
+    record (see AppendFile)."""
 
     def __init__(self, path: str | Path):
         super().__init__(path)
         self.append(b"[\n", b"]\n")
         self.count = 0
 
-    def write(self, result: FrameResult) -> None:
-        text = ("" if self.count == 0 else ",\n") + json.dumps(result.to_dict(), separators=(", ", ": "))
+    def write(self, record: FrameResult | dict) -> None:
+        record = record if isinstance(record, dict) else record.to_dict()
+        text = ("" if self.count == 0 else ",\n") + json.dumps(record, separators=(", ", ": "))
         self.append(text.encode(), b"\n]\n")
         self.count += 1
 
