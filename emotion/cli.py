@@ -66,7 +66,8 @@ def _add_modes(mode: argparse._MutuallyExclusiveGroup) -> None:
         "--image",
         nargs="+",
         metavar="PATH",
-        help="one or more image files to classify, or folders: every image in a folder (not its subfolders)",
+        help="one or more image files to classify, or folders: every image in a folder (not its subfolders); read one "
+        "at a time and turned upright by their EXIF orientation; an image that cannot be read is reported and skipped",
     )
     mode.add_argument(
         "--video",
@@ -114,19 +115,20 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
     out.add_argument(
         "--output",
         metavar="PATH",
-        help="annotated result: a video file for --video (.mp4 or .avi); an image file (.png, .jpg, .jpeg, .bmp, "
-        ".webp, .tif, .tiff), or a folder for several images, for --image; the output folder for --demo (default: demo_output); for --realtime a video of the "
+        help="annotated result: a video file for --video (.mp4 or .avi; same size and frame rate as the input, an odd "
+        "width or height loses its last column or row); an image file (.png, .jpg, .jpeg, .bmp, .webp, .tif, .tiff), "
+        "or a folder for several images, for --image; the output folder for --demo (default: demo_output); for "
+        "--realtime a video of the "
         "whole session",
     )
     out.add_argument(
         "--json",
         metavar="PATH",
-        help="per-frame .json file (--video default: <output name>_results.json beside --output, or "
-        "<video name>_results.json here without --output); per-image JSON for --image",
+        help="per-frame JSON (--video default: <output name>_results.json beside --output, or "
+        "<video name>_results.json here without --output); per-image JSON for --image; valid after every frame or "
+        "image",
     )
-    out.add_argument(
-        "--csv", metavar="PATH", help="also write one CSV row per face per frame to this .csv file (--video, --realtime)"
-    )
+    out.add_argument("--csv", metavar="PATH", help="also write one CSV row per face per frame (--video, --realtime)")
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -213,10 +215,13 @@ def _export(args: argparse.Namespace) -> int:
     """--export: write the streaming step of the model as ONNX or TorchScript."""
     from emotion.model.export import default_export_path, export_model
     from emotion.model import CheckpointError, default_model, load_checkpoint
-    from emotion.io.sinks import prepare_output
     from emotion.errors import EmotionError
+    from emotion.io.paths import check_distinct
+    from emotion.io.sinks import prepare_output
 
-    target = prepare_output(args.output or default_export_path(args.weights, args.export), args.overwrite)
+    target = args.output or default_export_path(args.weights, args.export)
+    check_distinct([args.weights] if args.weights else [], [target])
+    target = prepare_output(target, args.overwrite)
     try:
         model = default_model() if args.weights is None else load_checkpoint(args.weights)[0]
     except CheckpointError as exc:
@@ -285,10 +290,6 @@ def _check_output_types(args: argparse.Namespace) -> None:
             check_output_type(output, "image")
         elif not args.image and not (args.video and Path(args.video).is_dir()):
             check_output_type(output, "video")
-    if args.json:
-        check_output_type(args.json, "json")
-    if args.csv:
-        check_output_type(args.csv, "csv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -320,21 +321,36 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _images(recognizer, args: argparse.Namespace) -> int:
-    """--image: one line per image, each face with the model's probability of the emotion shown."""
+    """--image: one line per image as it is done, each face with the model's probability of the emotion shown; an
+    image that cannot be read gets its reason on its line, the others go on, and the run ends with one error."""
+    from emotion.errors import EmotionError
     from emotion.jobs import run_images
 
     from emotion.pipeline import nonfinite_warning
 
-    broken = 0
-    for rec in run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite):
+    failed: list[EmotionError] = []
+    total = broken = 0
+    for path, rec, error in run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite):
+        total += 1
+        if error is not None:
+            failed.append(error)
+            print(f"{path}: failed: {error.cli_message()}", flush=True)
+            continue
         faces = "; ".join(
             f"face #{f['id']} {f['emotion']} (probability {f['confidence']:.2f})" if _valid(f) else
             f"face #{f['id']} no valid output" for f in rec["faces"]
         )  # fmt: skip
         broken += sum(not _valid(f) for f in rec["faces"])
-        print(f"{rec['image']}: {faces or 'no face'}")
+        print(f"{rec['image']}: {faces or 'no face'}", flush=True)
     if broken:
         print(f"warning: {nonfinite_warning(broken)}", file=sys.stderr)
+    if total == 1 and failed:
+        raise failed[0]
+    if failed:
+        raise EmotionError(
+            f"{len(failed)} of {plural(total, 'image')} could not be read (reasons above); the others were processed",
+            fix="fix or remove those files",
+        )
     return 0
 
 
@@ -418,10 +434,12 @@ def _realtime(recognizer, source, args: argparse.Namespace) -> int:
     from emotion.app.realtime import run_realtime
     from emotion.configargs import from_namespace
     from emotion.errors import EmotionError
+    from emotion.io.paths import check_distinct
     from emotion.io.sinks import default_json_path
 
     output = Path(args.output) if args.output else None
     json_path = Path(args.json) if args.json else (default_json_path(output, Path(source.name)) if output else None)
+    check_distinct([source.video.info.path] if source.video else [], [output, json_path, args.csv])
     config = from_namespace(
         RealtimeConfig,
         args,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -13,7 +13,10 @@ from tqdm import tqdm
 from emotion.errors import EmotionError
 from emotion.formats import VIDEO_SUFFIXES
 from emotion.io.files import read_image
-from emotion.io.sinks import ResultSinks, VideoWriter, default_json_path, fit_name, prepare_output, write_image
+from emotion.io.paths import check_distinct, unique_stems
+from emotion.io.sinks import (
+    JsonWriter, ResultSinks, VideoWriter, default_json_path, fit_name, prepare_output, write_image,
+)
 from emotion.io.sources import ImageList, open_source
 from emotion.overlay import OverlayConfig, draw_frame
 from emotion.pipeline import Pipeline, RunSummary
@@ -39,9 +42,11 @@ def run_video(
     video = open_source(source, "lossless", on_decode=lambda ms: recognizer.timer.add("decode", ms))
     try:
         info = video.video.info
+        json_path = json_path or default_json_path(Path(output) if output else None, info.path)
+        check_distinct([info.path], [output, json_path, csv_path])
         out = prepare_output(output, overwrite, "video") if output else None
-        jpath = prepare_output(json_path or default_json_path(out, info.path), overwrite, "json")
-        cpath = prepare_output(csv_path, overwrite, "csv") if csv_path else None
+        jpath = prepare_output(json_path, overwrite)
+        cpath = prepare_output(csv_path, overwrite) if csv_path else None
         sinks = ResultSinks(out, jpath, cpath, fps=info.fps, timer=recognizer.timer)
         pipeline = Pipeline(recognizer, [sinks], draw=out is not None, objects=objects, overlay=overlay)
         return pipeline.run(video, progress=progress)
@@ -56,28 +61,57 @@ def run_images(
     json_path: str | Path | None = None,
     overwrite: bool = True,
     overlay: OverlayConfig = OverlayConfig(),
-) -> list[dict]:
-    """Classify every face of each image (a folder stands for the images in it); write annotated copies (a file for
-    one image file, a folder for several)."""
+) -> Iterator[tuple[Path, dict | None, EmotionError | None]]:
+    """Classify every face of each image (a folder stands for the images in it), one image at a time; write annotated
+    copies (a file for one image file, a folder for several) and the JSON list, valid on disk after every image.
+
+    Missing files and the outputs are checked before any image is read; the images are then decoded and processed as
+    the returned iterator is consumed, yielding (path, record, None) per image, or (path, None, error) for an image
+    that cannot be decoded, which is left out of the JSON while the others go on.
+    """
     source = ImageList(paths)
-    images = list(source)
-    records = []
-    several = len(images) > 1 or any(Path(p).is_dir() for p in paths)
+    several = len(source.paths) > 1 or any(Path(p).is_dir() for p in paths)
     if output and several and Path(output).suffix and not Path(output).is_dir():
         raise EmotionError(f"output {output} names a file, but there are several images", fix="give a folder name")
     out_dir = Path(output) if output and (several or Path(output).suffix == "") else None
-    for path, image in images:
-        result = recognizer.predict_image(image)
-        record = {"image": str(path), **result.to_dict()}
-        del record["frame"], record["time"]
-        records.append(record)
-        if output:
-            name = out_dir / fit_name(f"{path.stem}_annotated", ".png") if out_dir else output
-            write_image(prepare_output(name, overwrite, "image"), draw_frame(image.copy(), result, overlay))
-    if json_path:
-        target = prepare_output(json_path, overwrite, "json")
-        target.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
-    return records
+    names = unique_stems(source.paths)
+    if out_dir:
+        targets = [out_dir / fit_name(f"{name}_annotated", ".png") for name in names]
+    else:
+        targets = [output] * len(source.paths)
+    check_distinct(source.paths, [*filter(None, targets), json_path])
+    targets = [prepare_output(target, overwrite, "image") if target else None for target in targets]
+    jpath = prepare_output(json_path, overwrite) if json_path else None
+    return _image_records(recognizer, source, targets, jpath, overlay)
+
+
+def _image_records(
+    recognizer: EmotionRecognizer,
+    source: ImageList,
+    targets: list[Path | None],
+    json_path: Path | None,
+    overlay: OverlayConfig,
+) -> Iterator[tuple[Path, dict | None, EmotionError | None]]:
+    """The loop of `run_images`: decode, classify, draw and record one image, then the next."""
+    writer = JsonWriter(json_path) if json_path else None
+    try:
+        for path, target in zip(source.paths, targets):
+            try:
+                image = read_image(path)
+            except EmotionError as exc:
+                yield path, None, exc
+                continue
+            result = recognizer.predict_image(image)
+            record = {"image": str(path), **result.to_dict()}
+            del record["frame"], record["time"]
+            if writer:
+                writer.write(record)
+            if target:
+                write_image(target, draw_frame(image, result, overlay))
+            yield path, record, None
+    finally:
+        if writer:
+            writer.close()
 
 
 def demo_photo() -> Path:
@@ -128,7 +162,8 @@ def run_batch(
 ) -> list[BatchRow]:
     """Process every video in `folder`, continuing past bad files: annotated into `output_dir`
     (<name>_annotated.mp4 + <name>_annotated_results.json), or without `output_dir` JSON only,
-    <name>_results.json in the working folder."""
+    <name>_results.json in the working folder. <name> is the file's stem, or `unique_stems`' longer name where two
+    videos share a stem (talk.mp4 and talk.avi: talk_mp4, talk_avi)."""
     folder = Path(folder)
     videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
@@ -139,11 +174,15 @@ def run_batch(
             f"the output for a folder of videos must be a folder, but {output_dir} is a file", fix="give a folder name"
         )
     rows = []
-    for path in tqdm(videos, unit="video", desc="videos", disable=not progress):
+    names = unique_stems(videos)
+    for path, name in zip(tqdm(videos, unit="video", desc="videos", disable=not progress), names):
         row = BatchRow(path)
         try:
-            output = output_dir / fit_name(f"{path.stem}_annotated", ".mp4") if output_dir is not None else None
-            row.summary = run_video(recognizer, path, output, overwrite=overwrite, progress=False, overlay=overlay)
+            output = output_dir / fit_name(f"{name}_annotated", ".mp4") if output_dir is not None else None
+            json_path = None if output_dir is not None else Path(fit_name(f"{name}_results", ".json"))
+            row.summary = run_video(
+                recognizer, path, output, json_path, overwrite=overwrite, progress=False, overlay=overlay
+            )
         except EmotionError as exc:
             row.error = str(exc)
         rows.append(row)

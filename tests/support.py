@@ -60,9 +60,9 @@ def count_frames(video) -> int:
     return count
 
 
-def write_clip(path, frames: int = 30, size=(160, 120)) -> None:
+def write_clip(path, frames: int = 30, size=(160, 120), fps: float = 10) -> None:
     """A small MJPG clip of flat grey frames (no faces) for tests about files rather than faces."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     for i in range(frames):
         writer.write(np.full((size[1], size[0], 3), (i * 8) % 256, np.uint8))
     writer.release()

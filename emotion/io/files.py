@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -43,11 +44,12 @@ def _read_error(p: Path, what: str, exc: OSError) -> EmotionError:
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:
-    """The image files named by `paths`, where a folder stands for the images directly in it (sorted by name)."""
+    """The image files named by `paths`, where a folder stands for the images directly in it (sorted by name); a
+    named file that does not exist is refused here, before any image is decoded."""
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
-            files.append(path)
+            files.append(check_file(path, "image"))
             continue
         found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
@@ -57,13 +59,14 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR uint8 (grayscale, alpha and 16-bit files are converted)."""
+    """Read an image file as BGR uint8, turned upright as its EXIF orientation says (as phones save photos);
+    grayscale and 16-bit files are converted and an alpha channel is dropped."""
     p = check_file(path, "image")
     try:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as exc:
         raise _read_error(p, "image", exc) from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     if image is None:
         raise EmotionError(
             f"cannot decode image {p}: not an image or an unsupported format (use JPEG, PNG, BMP, WebP or TIFF)"
@@ -89,17 +92,19 @@ class VideoInfo:
     """What a video file declares about itself."""
 
     path: Path
-    fps: float  # frames per second (25 when the file does not say)
+    fps: float  # frames per second the container declares (25 when it declares none)
     width: int  # px
     height: int  # px
     frame_count: int  # as declared by the container; 0 when unknown
 
 
 class VideoSource:
-    """Iterates over the frames of a video file as (index, time in seconds, BGR frame).
+    """Iterates over the frames of a video file as (index, time in seconds, BGR frame), turned upright as the
+    file's rotation metadata says (phones record sideways and flag it).
 
-    An unreadable frame in the middle is skipped and its index recorded in `skipped`; after the loop, `truncated`
-    tells whether the file ended well before the frame count its container declares.
+    A frame's time is its timestamp in the container, so a variable frame rate keeps real times; a container without
+    timestamps gives index / fps. An unreadable frame in the middle is skipped and its index recorded in `skipped`;
+    after the loop, `truncated` tells whether the file ended well before the frame count its container declares.
     """
 
     MAX_BAD_RUN = 25  # consecutive unreadable frames after which the video is taken to have ended
@@ -116,13 +121,15 @@ class VideoSource:
         if not self._cap.isOpened():
             self.close()
             raise EmotionError(f"cannot open {p} as a video: not a video or an unsupported codec (convert it to MP4/H.264)")
+        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # off by default in OpenCV 4.11's FFmpeg backend
         fps = self._cap.get(cv2.CAP_PROP_FPS)
-        fps = fps if 0.5 < fps < 1000 else 25.0
+        fps = fps if math.isfinite(fps) and fps > 0 else 25.0
         ok, first = self._cap.read()
         if not ok or first is None:
             self.close()
             raise EmotionError(f"video has no readable frames: {p} (the file is empty, truncated or not a video)")
         self._first: np.ndarray | None = first
+        self._first_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         self.info = VideoInfo(
             path=p,
             fps=float(fps),
@@ -140,21 +147,23 @@ class VideoSource:
         return declared > 0 and declared - (self.frames_read + len(self.skipped)) > max(2, declared // 100)
 
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        index, bad_run = 0, 0
-        frame = self._first
+        index, bad_run, last = 0, 0, -math.inf
+        frame, ms = self._first, self._first_ms
         self._first = None
         while True:
             if frame is not None:
                 self.skipped.extend(range(index - bad_run, index))
                 bad_run = 0
                 self.frames_read += 1
-                yield index, index / self.info.fps, to_bgr(frame)
+                last = ms / 1000.0 if math.isfinite(ms) and ms / 1000.0 > last else max(index / self.info.fps, last)
+                yield index, last, to_bgr(frame)
             else:
                 bad_run += 1
                 if bad_run >= self.MAX_BAD_RUN or (self.info.frame_count and index >= self.info.frame_count):
                     return
             index += 1
             ok, frame = self._cap.read()
+            ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
             if not ok:
                 frame = None
 

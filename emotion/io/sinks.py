@@ -4,9 +4,12 @@ and `ResultSinks`, the set of them that one run writes."""
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
+import io
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -22,25 +25,22 @@ from emotion.worker import OrderedWorker
 OUTPUT_SUFFIXES = {
     "image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"),
     "video": (".mp4", ".avi"),
-    "json": (".json",),
-    "csv": (".csv",),
 }
-"""The file types each kind of output can be written as (lower case, with the dot)."""
+"""The file types each encoded output can be written as (lower case, with the dot). JSON and CSV are text under any
+name (`--json /dev/stdout` included)."""
 
 NAME_MAX = 255
 """Longest file name (bytes) the usual file systems take."""
 
 
 def check_output_type(path: str | Path, kind: str) -> Path:
-    """Refuse, before anything is opened, an output whose suffix is not one that `kind` ("image", "video", "json",
-    "csv") can be written as, and a video name OpenCV cannot take (not valid UTF-8)."""
+    """Refuse, before anything is opened, an output whose suffix is not one that `kind` ("image" or "video") can be
+    encoded as, and a video name OpenCV cannot take (not valid UTF-8)."""
     p = Path(path)
     suffixes = OUTPUT_SUFFIXES[kind]
     if p.suffix.lower() not in suffixes:
-        label = kind.upper() if kind in ("json", "csv") else kind
         raise EmotionError(
-            f"cannot write the {label} output {p}: {p.suffix or 'no'} file type",
-            fix=f"use {suffixes[0]}" if len(suffixes) == 1 else f"use one of {', '.join(suffixes)}",
+            f"cannot write the {kind} output {p}: {p.suffix or 'no'} file type", fix=f"use one of {', '.join(suffixes)}"
         )
     if kind == "video":
         try:
@@ -78,8 +78,8 @@ def write_image(path: Path, image: np.ndarray) -> None:
 
 
 def prepare_output(path: str | Path, overwrite: bool = True, kind: str | None = None) -> Path:
-    """Create the parent folder of an output file and check that it can be written (and, given `kind`, that its
-    type is one that kind can be written as: `check_output_type`)."""
+    """Create the parent folder of an output file and check that it can be written (and, given `kind`, "image" or
+    "video", that its type is one that kind can be encoded as: `check_output_type`)."""
     p = Path(path) if kind is None else check_output_type(path, kind)
     if p.is_dir():
         raise EmotionError(f"output path is a directory: {p} (give a file name such as {p / 'out.mp4'})")
@@ -96,59 +96,123 @@ def prepare_output(path: str | Path, overwrite: bool = True, kind: str | None = 
     return p
 
 
-class JsonWriter:
-    """Writes a JSON list of frame objects that is a complete, valid document on disk after every frame.
+class AppendFile:
+    """A file written by appends that keeps its last complete state on disk.
 
-    Each frame is written with one positioned write of the object plus the closing bracket, just over the previous
-    closing bracket, so a crash or a kill loses at most the frame being written and never leaves broken JSON.
+    Each append is one positioned write of the new bytes plus a tail (JSON's closing bracket) over the previous tail,
+    so a crash or a kill loses at most the append in flight. A failed or short write (a full disk) cuts the file
+    back to its last complete state and raises EmotionError. The file is locked while open (where the OS has
+    `fcntl`), so a second run writing the same file is refused instead of interleaving with this one.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(self._fd, b"[\n]\n")
-        self._end = 2  # byte offset of the closing bracket
-        self.count = 0
+        self._fd = -1
+        self._end, self._tail = 0, b""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise EmotionError(f"cannot write {self.path}: {exc.strerror}", fix="choose another output path") from None
+        try:
+            _lock(fd, self.path)
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # not a device such as /dev/full
+                os.ftruncate(fd, 0)
+        except OSError as exc:
+            os.close(fd)
+            raise EmotionError(f"cannot write {self.path}: {exc.strerror}", fix="choose another output path") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
-    def write(self, result: FrameResult) -> None:
-        text = ("" if self.count == 0 else ",\n") + json.dumps(result.to_dict(), separators=(", ", ": "))
-        data = text.encode()
-        os.pwrite(self._fd, data + b"\n]\n", self._end)
+    def append(self, data: bytes, tail: bytes = b"") -> None:
+        """Write `data` then `tail` where the previous tail began; the next append replaces `tail`."""
+        try:
+            written = os.pwrite(self._fd, data + tail, self._end)
+            if written != len(data) + len(tail):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            self._restore()
+            raise EmotionError(
+                f"cannot write {self.path}: {exc.strerror}",
+                fix="free some space and run again; the file holds everything written before, complete",
+            ) from None
         self._end += len(data)
-        self.count += 1
+        self._tail = tail
+
+    def _restore(self) -> None:
+        """Cut the file back to its last complete state (truncating first frees the space the tail needs)."""
+        try:
+            os.ftruncate(self._fd, self._end)
+            os.pwrite(self._fd, self._tail, self._end)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
             os.close(self._fd)
             self._fd = -1
 
 
-class CsvWriter:
-    """One row per face per frame (and one row with empty face fields for a frame without faces)."""
+def _lock(fd: int, path: Path) -> None:
+    """Hold an exclusive lock on the open file, or refuse: another process is writing it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise EmotionError(
+            f"another run is writing {path} at this moment", fix="wait for it to finish, or write to another file"
+        ) from None
+
+
+class JsonWriter(AppendFile):
+    """A JSON list of records (frame results or plain dicts) that is a complete, valid document on disk after every
+    record (see AppendFile)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        self.append(b"[\n", b"]\n")
+        self.count = 0
+
+    def write(self, record: FrameResult | dict) -> None:
+        record = record if isinstance(record, dict) else record.to_dict()
+        text = ("" if self.count == 0 else ",\n") + json.dumps(record, separators=(", ", ": "))
+        self.append(text.encode(), b"\n]\n")
+        self.count += 1
+
+
+class CsvWriter(AppendFile):
+    """One row per face per frame (and one row with empty face fields for a frame without faces); a frame's rows are
+    written whole or not at all (see AppendFile)."""
 
     COLUMNS = ["frame", "time", "face_id", "x", "y", "w", "h", "emotion", "confidence", "valence", "arousal"] + [
         f"p_{name}" for name in LABELS
     ]
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._f = open(self.path, "w", newline="", encoding="utf-8")
-        self._w = csv.writer(self._f)
-        self._w.writerow(self.COLUMNS)
+        super().__init__(path)
+        self._append_rows([self.COLUMNS])
 
     def write(self, result: FrameResult) -> None:
         head = [result.frame, f"{result.time:.4f}"]
-        if not result.faces:
-            self._w.writerow(head + [""] * (len(self.COLUMNS) - 2))
+        rows = [head + [""] * (len(self.COLUMNS) - 2)] if not result.faces else []
         for face in result.faces:
             values = [face.confidence, face.valence, face.arousal, *face.probabilities]
             cells = [f"{v:.4f}" if np.isfinite(v) else "" for v in values]  # NaN/inf: empty, as JSON has null
-            self._w.writerow(head + [face.track_id, *face.box, face.emotion if face.finite else "", *cells])
+            rows.append(head + [face.track_id, *face.box, face.emotion if face.finite else "", *cells])
+        self._append_rows(rows)
 
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+    def _append_rows(self, rows: list[list]) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerows(rows)
+        self.append(text.getvalue().encode("utf-8"))
 
 
 class VideoWriter:
@@ -216,10 +280,8 @@ class ResultSinks:
     @classmethod
     def create(cls, video, json_path, csv_path, fps: float, overwrite: bool, **options) -> ResultSinks:
         """Check each given path with `prepare_output` (folders made, existing files refused without `overwrite`)."""
-        paths = [
-            prepare_output(p, overwrite, kind) if p else None
-            for p, kind in ((video, "video"), (json_path, "json"), (csv_path, "csv"))
-        ]
+        paths = [prepare_output(video, overwrite, "video") if video else None]
+        paths += [prepare_output(p, overwrite) if p else None for p in (json_path, csv_path)]
         return cls(*paths, fps=fps, **options)
 
     @property
@@ -259,12 +321,41 @@ class ResultSinks:
             self._timer.add("encode", (time.perf_counter() - t0) * 1000.0)
 
     def close(self, raise_error: bool = True) -> None:
-        """Finish the queued frames, then close the video, JSON and CSV (safe to call again)."""
+        """Finish the queued frames, then close the video, JSON and CSV (safe to call again).
+
+        A video that cannot be read back whole (its writer failed, e.g. on a full disk) is removed and reported with
+        EmotionError, so no broken file is ever reported as written.
+        """
         try:
             if self._encoder is not None:
                 self._encoder.close(raise_error)
         finally:
-            if self._writer is not None:
-                self._writer.close()
-            for sink in self._sinks:
-                sink.close()
+            writer, self._writer = self._writer, None
+            try:
+                if writer is not None:
+                    writer.close()
+            finally:
+                for sink in self._sinks:
+                    sink.close()
+            if writer is not None and self.frames_written and not _readable_video(self.video_path):
+                self.video_path.unlink(missing_ok=True)
+                lost, self.video_path = self.video_path, None
+                if raise_error:
+                    raise EmotionError(
+                        f"the annotated video {lost} could not be completed (the disk may be full) and was removed",
+                        fix="free some space and run again; the JSON and CSV hold every processed frame",
+                    )
+
+
+def _readable_video(path: Path) -> bool:
+    """Whether a written video opens and yields its first frame (a file cut short by a failed writer does not)."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+    except OSError:
+        return False
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
