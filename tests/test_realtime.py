@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from support import ROOT, SHARED, needs_shared, start_xvfb, xdotool
+from support import ROOT, SHARED, needs_shared, probe_video, start_xvfb, xdotool
 
 from emotion.labels import LABELS
 from emotion.overlay import COLORS, _scale_of, panel_layout
@@ -218,6 +218,7 @@ def test_sigterm_while_recording_headless_leaves_complete_outputs(tmp_path):
     assert all(abs(f["time"] - f["frame"] / 23.976) < 1e-3 for f in frames)
     video = cv2.VideoCapture(str(tmp_path / "live.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+    assert probe_video(tmp_path / "live.mp4")["codec"] == "h264"
     ok, first = video.read()
     assert ok and first.shape == (360, 640, 3)
     rows = (tmp_path / "live.csv").read_text().splitlines()

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, write_clip
+from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, probe_video, write_clip
 
 from emotion.model import ModelConfig, create_model, save_checkpoint
 
@@ -145,6 +145,7 @@ def test_interrupted_video_leaves_valid_json_and_playable_video(tmp_path, sig):
     while cap.read()[0]:
         count += 1
     assert abs(count - len(frames)) <= 1
+    assert probe_video(video_path)["codec"] == "h264"
 
 
 def test_batch_folder_continues_past_bad_files(tmp_path):
