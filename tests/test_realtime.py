@@ -179,6 +179,7 @@ def test_keys_record_pause_objects_and_closing_the_window_exits_cleanly(xdisplay
     wait_for(lambda: len(json_frames(tmp_path / "session.json")) >= 10, 60, "10 processed frames", proc)
     for key in ("r", "o", "h"):
         xdotool(xdisplay, "key", "--window", window, key)
+        time.sleep(0.5)  # OpenCV's waitKey keeps only the last of the keys that arrive while a frame is processed
     recording = wait_for(lambda: sorted(tmp_path.glob("emotion_*_results.json")), 30, "the recording", proc)[0]
     wait_for(lambda: len(json_frames(recording)) >= 20, 60, "20 recorded frames", proc)
     xdotool(xdisplay, "key", "--window", window, "space")
