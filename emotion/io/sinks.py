@@ -298,7 +298,8 @@ class ResultSinks:
 
     With `realtime`, the video is padded with repeats of the previous frame so it plays at the source's speed when a
     live view skipped frames (a gap longer than MAX_FILL, such as a pause, is not replayed); otherwise every frame is
-    written once. The video opens at `size` (width, height) when given, else at the first frame's size.
+    written once. The video opens at `size` (width, height) when given, else at the first frame's size. `h264` sets
+    how an .mp4 is encoded (None: MPEG-4 Part 2).
     """
 
     MAX_FILL = 1.0  # s, longest gap filled with copies of the previous frame
@@ -312,9 +313,10 @@ class ResultSinks:
         size: tuple[int, int] | None = None,
         realtime: bool = False,
         timer=None,
+        h264: H264Config | None = H264Config(),
     ):
         self.video_path, self.json_path, self.csv_path = video, json_path, csv_path
-        self.fps, self.realtime, self._timer = fps, realtime, timer
+        self.fps, self.realtime, self._timer, self._h264 = fps, realtime, timer, h264
         self._writer: VideoWriter | None = None
         self._encoder: OrderedWorker | None = None
         self._sinks: list[JsonWriter | CsvWriter] = []
@@ -364,7 +366,7 @@ class ResultSinks:
         self.frames_written += copies
 
     def _open_video(self, size: tuple[int, int]) -> None:
-        self._writer = VideoWriter(self.video_path, self.fps, size)
+        self._writer = VideoWriter(self.video_path, self.fps, size, self._h264)
         self._encoder = OrderedWorker(self._encode, "encode")
 
     def _encode(self, image: np.ndarray) -> None:
