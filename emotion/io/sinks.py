@@ -193,7 +193,7 @@ class _H264File:
     """H.264 (yuv420p, tagged BT.601 limited range) in an MP4 with the index up front (`+faststart`) through PyAV,
     so browsers start playing before the whole file has loaded."""
 
-    def __init__(self, container, fps: float, size: tuple[int, int], config: H264Config):
+    def __init__(self, container, path: Path, fps: float, size: tuple[int, int], config: H264Config):
         from av import VideoFrame
 
         stream = container.add_stream(config.encoder, rate=Fraction(fps).limit_denominator(1001))
@@ -208,23 +208,39 @@ class _H264File:
         ctx.color_range = LIMITED_RANGE
         ctx.open()
         container.start_encoding()  # opens the file now, so a path that cannot be written fails here
-        self._container, self._stream, self._frames = container, stream, 0
+        self._container, self._stream, self._path, self._frames, self._failed = container, stream, path, 0, False
         self._wrap = VideoFrame.from_numpy_buffer  # wraps the I420 array without copying it (0.3 ms a 720p frame)
 
     def write(self, frame: np.ndarray) -> None:
         yuv = self._wrap(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
         yuv.pts = self._frames
         self._frames += 1
-        self._container.mux(self._stream.encode(yuv))
+        try:
+            self._container.mux(self._stream.encode(yuv))
+        except OSError as exc:  # a full disk: reported as bad output, like a path that cannot be written
+            self._failed = True
+            raise self._cannot_write(exc) from None
 
     def release(self) -> None:
-        """Flush the encoder's delayed frames and write the index; only the first call does anything."""
+        """Flush the encoder's delayed frames and write the index (not after a failed write); first call only."""
         container, self._container = self._container, None
-        if container is not None:
-            try:
+        if container is None:
+            return
+        try:
+            if not self._failed:
                 container.mux(self._stream.encode(None))
-            finally:
+        except OSError as exc:
+            self._failed = True
+            raise self._cannot_write(exc) from None
+        finally:
+            try:
                 container.close()
+            except OSError as exc:
+                if not self._failed:
+                    raise self._cannot_write(exc) from None
+
+    def _cannot_write(self, exc: OSError) -> EmotionError:
+        return EmotionError(f"cannot write video {self._path}: {exc.strerror}", fix="free some space or write elsewhere")
 
 
 def _open_h264(path: Path, fps: float, size: tuple[int, int], config: H264Config) -> tuple[_H264File | None, str]:
@@ -242,7 +258,7 @@ def _open_h264(path: Path, fps: float, size: tuple[int, int], config: H264Config
         return None, f"H.264 encoder not available ({config.encoder} is not in PyAV {av.__version__}'s FFmpeg)"
     container = av.open(str(path), "w", options={"movflags": "+faststart"})
     try:
-        return _H264File(container, fps, size, config), ""
+        return _H264File(container, path, fps, size, config), ""
     except OSError as exc:  # the file: a missing folder, no permission
         container.close()
         raise EmotionError(f"cannot write video {path}: {exc.strerror}", fix="choose a writable folder") from None
