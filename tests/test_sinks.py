@@ -133,16 +133,19 @@ def test_without_the_h264_encoder_mp4_falls_back_to_mpeg4_with_a_note(tmp_path, 
     assert len(read_all(path)) == 10
 
 
-def test_odd_size_does_not_crash_and_writes_mpeg4(tmp_path, capsys):
-    path = tmp_path / "odd.mp4"
-    writer = VideoWriter(path, 10.0, (65, 49))
-    for frame in colour_frames(5, (65, 49)):
+def test_odd_size_is_h264_without_its_last_column_and_row(tmp_path, capsys):
+    frame = np.full((49, 65, 3), 60, np.uint8)
+    frame[:, 60], frame[40, :] = 255, 255
+    writer = VideoWriter(tmp_path / "odd.mp4", 10.0, (65, 49))
+    for _ in range(5):
         writer.write(frame)
     writer.close()
-    assert "needs an even width and height, not 65x49; writing MPEG-4 Part 2" in capsys.readouterr().err
-    assert writer.codec == "mpeg4"
-    info = probe_video(path)
-    assert (info["codec"], info["frames"]) == ("mpeg4", 5)
+    assert writer.codec == "h264" and capsys.readouterr().err == ""
+    info = probe_video(tmp_path / "odd.mp4")
+    assert (info["codec"], info["frames"], info["size"]) == ("h264", 5, (64, 48))
+    out = read_all(tmp_path / "odd.mp4")[0]
+    assert out[:, 60].mean() > 200 and out[40, :].mean() > 200  # cropped, not scaled
+    assert out[:, 57].mean() < 100 and out[37, :].mean() < 100
 
 
 @pytest.mark.parametrize("name", ["clip.mp4", "clip.avi"])

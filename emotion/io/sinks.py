@@ -191,7 +191,8 @@ class H264Config:
 
 class _H264File:
     """H.264 (yuv420p, tagged BT.601 limited range) in an MP4 with the index up front (`+faststart`) through PyAV,
-    so browsers start playing before the whole file has loaded."""
+    so browsers start playing before the whole file has loaded. `size` must be even; larger frames are cropped to it
+    at the right and bottom."""
 
     def __init__(self, container, path: Path, fps: float, size: tuple[int, int], config: H264Config):
         from av import VideoFrame
@@ -209,10 +210,12 @@ class _H264File:
         ctx.open()
         container.start_encoding()  # opens the file now, so a path that cannot be written fails here
         self._container, self._stream, self._path, self._frames, self._failed = container, stream, path, 0, False
+        self._size = size
         self._wrap = VideoFrame.from_numpy_buffer  # wraps the I420 array without copying it (0.3 ms a 720p frame)
 
     def write(self, frame: np.ndarray) -> None:
-        yuv = self._wrap(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        w, h = self._size
+        yuv = self._wrap(cv2.cvtColor(frame[:h, :w], cv2.COLOR_BGR2YUV_I420), format="yuv420p")
         yuv.pts = self._frames
         self._frames += 1
         try:
@@ -244,9 +247,11 @@ class _H264File:
 
 
 def _open_h264(path: Path, fps: float, size: tuple[int, int], config: H264Config) -> tuple[_H264File | None, str]:
-    """An H.264 writer for `path`, or None and why H.264 cannot be written here."""
-    if size[0] % 2 or size[1] % 2:
-        return None, f"H.264 in yuv420p needs an even width and height, not {size[0]}x{size[1]}"
+    """An H.264 writer for `path` at `size` less an odd last column and row (yuv420p halves both), or None and why
+    H.264 cannot be written here."""
+    size = (size[0] // 2 * 2, size[1] // 2 * 2)
+    if min(size) < 2:
+        return None, "H.264 needs frames of at least 2x2 pixels"
     try:
         import av
         from av.codec.codec import UnknownCodecError
@@ -269,7 +274,8 @@ def _open_h264(path: Path, fps: float, size: tuple[int, int], config: H264Config
 
 class VideoWriter:
     """The annotated video, with the source's size and frame rate: H.264 for .mp4 (plays in browsers and the usual
-    players), MJPG for .avi, and MPEG-4 Part 2 (mp4v, OpenCV) where H.264 cannot be written (a note says why).
+    players), MJPG for .avi, and MPEG-4 Part 2 (mp4v, OpenCV) where H.264 cannot be written (a note says why). An
+    odd width or height loses its last column or row in .mp4, as with OpenCV's MPEG-4 writer.
 
     `h264=None` writes mp4v, as versions before H.264 did. `codec` is FFmpeg's name of the codec written: h264,
     mjpeg or mpeg4.
