@@ -29,6 +29,7 @@ from tests.support import ROOT, SHARED
 VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 RESULTS = ROOT / "benchmarks" / "results.json"
 STAGES = ("decode", "face", "crop/align", "model", "smoothing", "draw", "encode")
+ENCODERS = ("encode_h264", "encode_mp4v")  # figure 9: emotion.io.sinks.VideoWriter alone on the decoded frames
 
 STARTUP_CODE = """
 import json, time
@@ -70,6 +71,15 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def av_version() -> str | None:
+    """PyAV's version, None without it (the video writer then falls back to mp4v)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av.__version__
+
+
 def machine() -> dict:
     """The machine and software the figures were taken on."""
     import mediapipe
@@ -91,6 +101,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "mediapipe": mediapipe.__version__,
         "onnxruntime": ort_version,
+        "av": av_version(),
         "opencv": cv2.__version__,
         "load_average_start": round(os.getloadavg()[0], 2),
     }
@@ -148,12 +159,15 @@ def mesh_fps(frames: list[np.ndarray]) -> float:
     return len(frames) / seconds
 
 
-def pipeline(recognizer, path: Path, folder: Path, video: bool) -> tuple[float, dict[str, float]]:
-    """Figures 3 and 4: `--video` processing rate (JSON only, or JSON + annotated video) and its stage times."""
+def pipeline(recognizer, path: Path, folder: Path, video: bool, mp4v: bool = False) -> tuple[float, dict[str, float]]:
+    """Figures 3 and 4: `--video` processing rate (JSON only, or JSON + annotated H.264 video, or with `mp4v` the
+    MPEG-4 Part 2 writer used before H.264) and its stage times."""
+    from emotion.io.sinks import H264Config
     from emotion.jobs import run_video
 
     out = folder / "annotated.mp4" if video else None
-    summary = run_video(recognizer, path, out, folder / "results.json", progress=False)
+    summary = run_video(recognizer, path, out, folder / "results.json", progress=False,
+                        h264=None if mp4v else H264Config())
     return summary.fps, dict(summary.stages_ms)
 
 
@@ -262,6 +276,8 @@ def crowd_run(frames: list[np.ndarray], max_faces: int) -> dict:
 def run(config: BenchConfig) -> dict:
     import torch
 
+    from benchmarks.encode import encode
+    from emotion.io.sinks import H264Config
     from emotion.recognizer import EmotionRecognizer
     from emotion.runtime import OnnxStreamer, TorchStreamer, set_threads
 
@@ -274,8 +290,10 @@ def run(config: BenchConfig) -> dict:
         videos = {"640x360": VIDEO, f"{config.upscale[0]}x{config.upscale[1]}": big}
         print(f"videos: {VIDEO.name} and its {config.upscale[0]}x{config.upscale[1]} copy ({codec}); "
               f"{config.repeats} repeats", flush=True)
-        raw: dict[str, dict[str, list]] = {name: {k: [] for k in ("decode", "mesh", "json", "video", "stages")}
-                                            for name in videos}
+        raw: dict[str, dict[str, list]] = {
+            name: {k: [] for k in ("decode", "mesh", "json", "video", "video_mp4v", "stages", *ENCODERS)}
+            for name in videos
+        }
         set_threads(1)  # as the command line does
         recognizer = EmotionRecognizer()
         for r in range(config.repeats):
@@ -285,20 +303,27 @@ def run(config: BenchConfig) -> dict:
                 raw[name]["mesh"].append(mesh_fps(frames))
                 fps, _ = pipeline(recognizer, path, folder, video=False)
                 raw[name]["json"].append(fps)
-                fps, stages = pipeline(recognizer, path, folder, video=True)
-                raw[name]["video"].append(fps)
-                raw[name]["stages"].append(stages)
+                for mp4v in (False, True) if r % 2 == 0 else (True, False):  # alternate which goes first
+                    fps, stages = pipeline(recognizer, path, folder, video=True, mp4v=mp4v)
+                    raw[name]["video_mp4v" if mp4v else "video"].append(fps)
+                    if not mp4v:
+                        raw[name]["stages"].append(stages)
+                for encoder, h264 in (("encode_h264", H264Config()), ("encode_mp4v", None)):
+                    raw[name][encoder].append(encode(frames, folder / "encoded.mp4", 24.0, h264))
                 del frames
             print(f"  repeat {r + 1}/{config.repeats} done (load {os.getloadavg()[0]:.1f})", flush=True)
         recognizer.close()
 
     per_video = {}
     for name, runs in raw.items():
-        fig = {k: median(runs[k]) for k in ("decode", "mesh", "json", "video")}
+        fig = {k: median(runs[k]) for k in ("decode", "mesh", "json", "video", "video_mp4v")}
         fig["json_vs_mesh"] = fig["json"] / fig["mesh"]
         fig["video_vs_mesh"] = fig["video"] / fig["mesh"]
+        fig["video_mp4v_vs_mesh"] = fig["video_mp4v"] / fig["mesh"]
         fig["stages_ms"] = {s: median([st[s] for st in runs["stages"] if s in st]) for s in STAGES}
-        fig["runs"] = {k: [round(v, 1) for v in runs[k]] for k in ("decode", "mesh", "json", "video")}
+        fig["runs"] = {k: [round(v, 1) for v in runs[k]] for k in ("decode", "mesh", "json", "video", "video_mp4v")}
+        for encoder in ENCODERS:
+            fig[encoder] = {k: median([r[k] for r in runs[encoder]]) for k in ("ms", "cpu_ms", "mb")}
         per_video[name] = fig
 
     from emotion.model import default_model
@@ -348,8 +373,13 @@ def table(results: dict) -> list[str]:
         [f"{videos[n]['json']:.0f} ({videos[n]['json_vs_mesh']:.0%})" for n in names])
     row("4 --video + annotated video, fps (% of 2)",
         [f"{videos[n]['video']:.0f} ({videos[n]['video_vs_mesh']:.0%})" for n in names])
+    row("4b the same, mp4v writer (before H.264)",
+        [f"{videos[n]['video_mp4v']:.0f} ({videos[n]['video_mp4v_vs_mesh']:.0%})" for n in names])
     for stage in STAGES:
         row(f"5 ms/frame: {stage}", [f"{videos[n]['stages_ms'][stage]:.2f}" for n in names])
+    for encoder, label in (("encode_h264", "H.264"), ("encode_mp4v", "mp4v, before")):
+        row(f"9 encode alone, ms/frame (CPU): {label}",
+            [f"{videos[n][encoder]['ms']:.2f} ({videos[n][encoder]['cpu_ms']:.2f})" for n in names])
     cost = results["model_ms_per_face"]
     counts = list(cost["onnx"])
     lines.append("")
@@ -381,7 +411,7 @@ def table(results: dict) -> list[str]:
     lines.append("")
     lines.append(
         f"{m['date']}, {m['cores']} cores {m['cpu']}, Python {m['python']}, torch {m['torch']}, mediapipe "
-        f"{m['mediapipe']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}; load average "
+        f"{m['mediapipe']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}, PyAV {m.get('av')}; load average "
         f"{m['load_average_start']} at the start, {m['load_average_end']} at the end"
     )
     return lines

@@ -115,11 +115,10 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
     out.add_argument(
         "--output",
         metavar="PATH",
-        help="annotated result: a video file for --video (.mp4 or .avi; same size and frame rate as the input, an odd "
-        "width or height loses its last column or row); an image file (.png, .jpg, .jpeg, .bmp, .webp, .tif, .tiff), "
-        "or a folder for several images, for --image; the output folder for --demo (default: demo_output); for "
-        "--realtime a video of the "
-        "whole session",
+        help="annotated result: a video file for --video (.mp4: H.264, which browsers play; .avi: MJPG; same size and "
+        "frame rate as the input, an odd width or height loses its last column or row); an image file (.png, .jpg, "
+        ".jpeg, .bmp, .webp, .tif, .tiff), or a folder for several images, for --image; the output folder for --demo "
+        "(default: demo_output); for --realtime a video of the whole session",
     )
     out.add_argument(
         "--json",

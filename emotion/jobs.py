@@ -15,7 +15,7 @@ from emotion.formats import VIDEO_SUFFIXES
 from emotion.io.files import read_image
 from emotion.io.paths import check_distinct, unique_stems
 from emotion.io.sinks import (
-    JsonWriter, ResultSinks, VideoWriter, default_json_path, fit_name, prepare_output, write_image,
+    H264Config, JsonWriter, ResultSinks, VideoWriter, default_json_path, fit_name, prepare_output, write_image,
 )
 from emotion.io.sources import ImageList, open_source
 from emotion.overlay import OverlayConfig, draw_frame
@@ -34,10 +34,12 @@ def run_video(
     progress: bool = True,
     overlay: OverlayConfig = OverlayConfig(),
     objects=None,
+    h264: H264Config | None = H264Config(),
 ) -> RunSummary:
     """Process a whole video file: annotated video (if `output`), per-frame JSON (always), CSV (if `csv_path`).
 
     `objects` (an `emotion.objects.ObjectDetector`) adds its latest object boxes under the faces of the video.
+    `h264` sets how an .mp4 is encoded; None writes MPEG-4 Part 2 (mp4v), the writer before H.264.
     """
     video = open_source(source, "lossless", on_decode=lambda ms: recognizer.timer.add("decode", ms))
     try:
@@ -47,7 +49,7 @@ def run_video(
         out = prepare_output(output, overwrite, "video") if output else None
         jpath = prepare_output(json_path, overwrite)
         cpath = prepare_output(csv_path, overwrite) if csv_path else None
-        sinks = ResultSinks(out, jpath, cpath, fps=info.fps, timer=recognizer.timer)
+        sinks = ResultSinks(out, jpath, cpath, fps=info.fps, timer=recognizer.timer, h264=h264)
         pipeline = Pipeline(recognizer, [sinks], draw=out is not None, objects=objects, overlay=overlay)
         return pipeline.run(video, progress=progress)
     finally:

@@ -95,3 +95,18 @@ def start_xvfb(screen: str = "1280x800x24") -> tuple[subprocess.Popen, str]:
         server.kill()
         server.wait()
     raise RuntimeError("could not start Xvfb (apt-get install xvfb xdotool)")
+
+
+def probe_video(path: Path) -> dict:
+    """The first video stream of a file as FFmpeg (PyAV) reads it: codec name, frame count, size, fps, seconds."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return {
+            "codec": stream.codec_context.name,
+            "frames": stream.frames,
+            "size": (stream.width, stream.height),
+            "fps": float(stream.average_rate),
+            "seconds": float(stream.duration * stream.time_base),
+        }

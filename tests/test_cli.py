@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, write_clip
+from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, probe_video, write_clip
 
 import emotion
 
@@ -83,6 +83,12 @@ def test_video_output_matches_input_and_csv_rows(wolfgang):
     for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_COUNT):
         assert dst.get(prop) == src.get(prop)
     assert dst.get(cv2.CAP_PROP_FPS) == pytest.approx(src.get(cv2.CAP_PROP_FPS), rel=1e-3)
+    info = probe_video(out / "annotated.mp4")
+    assert (info["codec"], info["frames"], info["size"]) == ("h264", 472, (640, 360))
+    assert info["fps"] == pytest.approx(src.get(cv2.CAP_PROP_FPS), rel=1e-4)
+    assert info["seconds"] == pytest.approx(472 / src.get(cv2.CAP_PROP_FPS), abs=1e-3)
+    assert sum(1 for _ in iter(lambda: dst.read()[0], False)) == 472
+    assert "note:" not in proc.stderr
     rows = (out / "rows.csv").read_text().splitlines()
     assert rows[0].startswith("frame,time,face_id") and len(rows) >= 473
     assert "472 frames" in proc.stdout
@@ -108,6 +114,7 @@ def test_demo_runs_without_user_files_and_is_right(tmp_path):
     assert sum(f["emotion"] == "neutral" for f in frames) >= 60, [f["emotion"] for f in frames]
     cap = cv2.VideoCapture(str(tmp_path / "demo" / "demo_annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
+    assert probe_video(tmp_path / "demo" / "demo_annotated.mp4")["codec"] == "h264"
     assert "demo_annotated.mp4" in proc.stdout
     assert "largest face's emotion: neutral" in proc.stdout and "of the frames with a face" in proc.stdout
     again = cli("--demo", "--output", tmp_path / "demo", "--no-progress")

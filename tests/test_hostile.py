@@ -157,8 +157,8 @@ def test_unsupported_output_types_are_refused_up_front(tmp_path):
     cases = [
         (["--image", photo, "--output", tmp_path / "x.gif"], [".gif", ".png, .jpg"]),
         (["--image", photo, "--output", tmp_path / "x.xyz"], [".xyz", ".webp"]),
-        (["--video", clip, "--output", tmp_path / ".gif"], ["no file type", ".mp4, .avi"]),
-        (["--video", clip, "--output", tmp_path / "x.gif"], [".gif", ".mp4, .avi"]),
+        (["--video", clip, "--output", tmp_path / ".gif"], ["no file type", ".mp4, .avi, .mov"]),
+        (["--video", clip, "--output", tmp_path / "x.gif"], [".gif", ".mp4, .avi, .mov, .m4v"]),
     ]
     for argv, words in cases:
         assert_clean_error(cli(*argv, "--no-progress"), *words)

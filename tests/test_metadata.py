@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from support import assert_clean_error, cli, write_clip
+from support import assert_clean_error, cli, probe_video, write_clip
 
 from emotion.io.files import VideoSource, read_image
 
@@ -121,6 +121,6 @@ def test_odd_frame_size_loses_only_the_last_column_and_row(tmp_path):
     proc = cli("--video", tmp_path / "odd.avi", "--output", tmp_path / "out.mp4", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     ok, out = cv2.VideoCapture(str(tmp_path / "out.mp4")).read()
-    assert ok and out.shape == (360, 640, 3)
+    assert ok and out.shape == (360, 640, 3) and probe_video(tmp_path / "out.mp4")["codec"] == "h264"
     assert out[:, 600].mean() > 200 and out[300, :].mean() > 200  # cropped at the right and bottom, not scaled
     assert out[:, 598].mean() < 100 and out[298, :].mean() < 100

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from support import ROOT, SHARED, needs_shared, start_xvfb, xdotool
+from support import ROOT, SHARED, needs_shared, probe_video, start_xvfb, xdotool
 
 from emotion.labels import LABELS
 from emotion.overlay import COLORS, _scale_of, panel_layout
@@ -179,6 +179,7 @@ def test_keys_record_pause_objects_and_closing_the_window_exits_cleanly(xdisplay
     wait_for(lambda: len(json_frames(tmp_path / "session.json")) >= 10, 60, "10 processed frames", proc)
     for key in ("r", "o", "h"):
         xdotool(xdisplay, "key", "--window", window, key)
+        time.sleep(0.5)  # OpenCV's waitKey keeps only the last of the keys that arrive while a frame is processed
     recording = wait_for(lambda: sorted(tmp_path.glob("emotion_*_results.json")), 30, "the recording", proc)[0]
     wait_for(lambda: len(json_frames(recording)) >= 20, 60, "20 recorded frames", proc)
     xdotool(xdisplay, "key", "--window", window, "space")
@@ -218,6 +219,7 @@ def test_sigterm_while_recording_headless_leaves_complete_outputs(tmp_path):
     assert all(abs(f["time"] - f["frame"] / 23.976) < 1e-3 for f in frames)
     video = cv2.VideoCapture(str(tmp_path / "live.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+    assert probe_video(tmp_path / "live.mp4")["codec"] == "h264"
     ok, first = video.read()
     assert ok and first.shape == (360, 640, 3)
     rows = (tmp_path / "live.csv").read_text().splitlines()

@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from support import SHARED, assert_clean_error, cli, count_frames, needs_shared, start_until, write_clip
+from support import (
+    SHARED, assert_clean_error, cli, count_frames, needs_shared, probe_video, start_until, write_clip,
+)
 
 from emotion.model import ModelConfig, create_model, save_checkpoint
 
@@ -129,6 +131,7 @@ def test_interrupted_video_leaves_valid_json_and_playable_video(tmp_path, sig):
     assert 100 <= len(frames) < 472
     assert [f["frame"] for f in frames] == list(range(len(frames)))
     assert abs(count_frames(video_path) - len(frames)) <= 1
+    assert probe_video(video_path)["codec"] == "h264"
 
 
 def test_batch_folder_continues_past_bad_files(tmp_path):

@@ -3,13 +3,15 @@
 import csv
 import json
 
+import av
 import cv2
 import numpy as np
 import pytest
+from support import probe_video
 
 from emotion.labels import LABELS
 from emotion.results import FaceResult, FrameResult
-from emotion.io.sinks import CsvWriter, JsonWriter, VideoWriter, prepare_output
+from emotion.io.sinks import CsvWriter, H264Config, JsonWriter, VideoWriter, prepare_output
 from emotion.errors import EmotionError
 
 
@@ -54,16 +56,112 @@ def test_csv_writer_rows(tmp_path):
     assert float(rows[0]["p_happy"]) == pytest.approx(0.7)
 
 
-def test_video_writer_round_trip(tmp_path):
-    path = tmp_path / "clip.mp4"
-    writer = VideoWriter(path, 12.0, (64, 48))
-    for i in range(10):
-        writer.write(np.full((48, 64, 3), i * 20, np.uint8))
-    writer.close()
+def top_level_boxes(path) -> list[str]:
+    """The MP4 boxes at the top level of a file, in order."""
+    data, boxes, pos = path.read_bytes(), [], 0
+    while pos + 8 <= len(data):
+        size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        boxes.append(kind)
+        pos += size if size else len(data)
+    return boxes
+
+
+def colour_frames(count: int, size=(64, 48)) -> list[np.ndarray]:
+    """Frames of one colour each, different enough to tell apart after lossy encoding."""
+    colours = [(40, 80, 200), (200, 60, 30), (30, 180, 90), (128, 128, 128), (230, 230, 40)]
+    return [np.full((size[1], size[0], 3), colours[i % len(colours)], np.uint8) for i in range(count)]
+
+
+def read_all(path) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
-    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
     cap.release()
+    return frames
+
+
+def test_mp4_is_h264_with_the_frames_size_rate_and_colours_given(tmp_path):
+    path = tmp_path / "clip.mp4"
+    frames = colour_frames(30)
+    writer = VideoWriter(path, 30000 / 1001, (64, 48))
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+    writer.close()
+    assert writer.codec == "h264"
+    info = probe_video(path)
+    assert info["codec"] == "h264" and info["frames"] == 30 and info["size"] == (64, 48)
+    assert info["fps"] == pytest.approx(29.97, abs=1e-3)
+    assert info["seconds"] == pytest.approx(30 / (30000 / 1001), abs=1e-3)
+    assert top_level_boxes(path).index("moov") < top_level_boxes(path).index("mdat"), "index not up front"
+    decoded = read_all(path)
+    assert len(decoded) == 30
+    for got, want in zip(decoded, frames):
+        assert np.abs(got.astype(int) - want).mean() < 4, (got[0, 0], want[0, 0])
+
+
+def test_avi_stays_mjpeg(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = VideoWriter(path, 12.0, (64, 48))
+    for frame in colour_frames(10):
+        writer.write(frame)
+    writer.close()
+    assert writer.codec == "mjpeg"
+    info = probe_video(path)
+    assert (info["codec"], info["frames"], info["size"], info["fps"]) == ("mjpeg", 10, (64, 48), 12.0)
+    assert len(read_all(path)) == 10
+
+
+def test_without_the_h264_encoder_mp4_falls_back_to_mpeg4_with_a_note(tmp_path, capsys):
+    path = tmp_path / "clip.mp4"
+    writer = VideoWriter(path, 12.0, (64, 48), H264Config(encoder="no-such-h264-encoder"))
+    for frame in colour_frames(10):
+        writer.write(frame)
+    writer.close()
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["note: H.264 encoder not available (no-such-h264-encoder is not in PyAV "
+                   f"{av.__version__}'s FFmpeg); writing MPEG-4 Part 2"]
+    assert writer.codec == "mpeg4"
+    info = probe_video(path)
+    assert (info["codec"], info["frames"], info["size"], info["fps"]) == ("mpeg4", 10, (64, 48), 12.0)
+    assert len(read_all(path)) == 10
+
+
+def test_odd_size_is_h264_without_its_last_column_and_row(tmp_path, capsys):
+    frame = np.full((49, 65, 3), 60, np.uint8)
+    frame[:, 60], frame[40, :] = 255, 255
+    writer = VideoWriter(tmp_path / "odd.mp4", 10.0, (65, 49))
+    for _ in range(5):
+        writer.write(frame)
+    writer.close()
+    assert writer.codec == "h264" and capsys.readouterr().err == ""
+    info = probe_video(tmp_path / "odd.mp4")
+    assert (info["codec"], info["frames"], info["size"]) == ("h264", 5, (64, 48))
+    out = read_all(tmp_path / "odd.mp4")[0]
+    assert out[:, 60].mean() > 200 and out[40, :].mean() > 200  # cropped, not scaled
+    assert out[:, 57].mean() < 100 and out[37, :].mean() < 100
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.avi"])
+def test_unwritable_video_path_is_an_emotion_error(tmp_path, name):
+    with pytest.raises(EmotionError, match="cannot write video"):
+        VideoWriter(tmp_path / "no such folder" / name, 10.0, (64, 48))
+
+
+def test_frames_of_another_size_are_resized(tmp_path):
+    path = tmp_path / "clip.mp4"
+    writer = VideoWriter(path, 10.0, (64, 48))
+    for frame in colour_frames(3, (64, 48)) + colour_frames(3, (128, 72)):
+        writer.write(frame)
+    writer.close()
+    info = probe_video(path)
+    assert (info["frames"], info["size"]) == (6, (64, 48))
 
 
 def test_prepare_output_creates_folders_and_refuses_existing(tmp_path):

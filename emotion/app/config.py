@@ -19,7 +19,7 @@ class RealtimeConfig:
     sync: bool = option(  # a video file plays at its own frame rate, skipping frames the loop is too slow for
         "play a video file as fast as possible (every frame) instead of at its own frame rate", True
     )
-    output: Path | None = None  # annotated video of the whole session (.mp4 or .avi)
+    output: Path | None = None  # annotated video of the whole session (.mp4: H.264, or .avi: MJPG)
     json_path: Path | None = None  # per-frame JSON of the whole session
     csv_path: Path | None = None  # one CSV row per face per frame for the whole session
     overwrite: bool = True  # replace existing output files
