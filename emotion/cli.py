@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from emotion import __version__
-from emotion.interrupts import ignore_signals, stop_on_signals
+from emotion.interrupts import ignore_signals, signals_held, stop_on_signals, stop_requested
 from emotion.labels import LABELS
 from emotion.text import plural
 
@@ -296,19 +296,20 @@ def run(args: argparse.Namespace) -> int:
         return _train_or_evaluate(args)
     if args.export:
         return _export(args)
-    from emotion.recognizer import EmotionRecognizer
-    from emotion.runtime import set_threads
-
     source = _open_live_source(args) if args.realtime else None  # a missing camera fails before the model loads
-    set_threads(args.threads or 1)
-    recognizer = EmotionRecognizer(
-        weights=args.weights,
-        device=args.device,
-        face_config=args.face_config,
-        smoothing=args.smoothing_config,
-        threads=args.threads or 1,
-        backend=args.backend,
-    )
+    with signals_held():  # loading the model imports C extensions: a Ctrl-C comes after it, cleanly
+        from emotion.recognizer import EmotionRecognizer
+        from emotion.runtime import set_threads
+
+        set_threads(args.threads or 1)
+        recognizer = EmotionRecognizer(
+            weights=args.weights,
+            device=args.device,
+            face_config=args.face_config,
+            smoothing=args.smoothing_config,
+            threads=args.threads or 1,
+            backend=args.backend,
+        )
     with recognizer:
         if args.image:
             return _images(recognizer, args)
@@ -468,22 +469,32 @@ def main(argv: list[str] | None = None) -> int:
     from emotion.errors import EmotionError
 
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        _check_args(parser, args)
-        _check_training_args(parser, args)
-        _check_output_types(args)
+        with signals_held():  # a Ctrl-C inside a C extension's import would print its own traceback: deliver it after
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            _check_args(parser, args)
+            _check_training_args(parser, args)
+            _check_output_types(args)
         return run(args)
     except EmotionError as exc:
         print(f"error: {exc.cli_message()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        ignore_signals()
-        _say("interrupted: outputs written so far are complete and valid")
-        return 130
+        return _interrupted()
     except BrokenPipeError:  # the reader of stdout went away (`emotion ... | head`): stop quietly, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception:
+        if not stop_requested():
+            raise
+        return _interrupted()  # Ctrl-C inside a C extension's import surfaces as ImportError
+
+
+def _interrupted() -> int:
+    """The end of an interrupted run: later signals ignored, one line, exit code 130."""
+    ignore_signals()
+    _say("interrupted: outputs written so far are complete and valid")
+    return 130
 
 
 def _say(line: str) -> None:

@@ -11,18 +11,27 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 """The signals that stop a run; each raises KeyboardInterrupt in the main thread."""
 
 
+_fired: list[int] = []
+
+
 def stop_on_signals() -> None:
     """The first stop signal raises KeyboardInterrupt; later ones are ignored, so the outputs being closed after the
     first are not cut short by an impatient second Ctrl-C."""
-    fired: list[int] = []
-
-    def stop(signum, frame) -> None:
-        if not fired:
-            fired.append(signum)
-            raise KeyboardInterrupt
-
+    _fired.clear()
     for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
+        signal.signal(sig, _stop)
+
+
+def _stop(signum, frame) -> None:
+    if not _fired:
+        _fired.append(signum)
+        raise KeyboardInterrupt
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal came since `stop_on_signals` (an interrupt inside an import of a C extension can surface
+    as another exception, such as ImportError)."""
+    return bool(_fired)
 
 
 def ignore_signals() -> None:
