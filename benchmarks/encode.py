@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from benchmarks.run import VIDEO, read_frames
-from emotion.io.sinks import H264Config, VideoWriter
+from emotion.io.video import H264Config, VideoWriter
 
 SETTINGS: dict[str, H264Config | None] = {
     "mp4v (OpenCV, before H.264)": None,

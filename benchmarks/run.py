@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.support import ROOT, SHARED
+from tests.support import ROOT, SHARED, read_frames
 
 VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -107,18 +107,6 @@ def machine() -> dict:
     }
 
 
-def read_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def upscaled_copy(source: Path, size: tuple[int, int], folder: Path) -> tuple[Path, str]:
     """Write the video resized to `size` as MPEG-4 part 2 ('mp4v': this OpenCV build has no H.264 encoder)."""
     cap = cv2.VideoCapture(str(source))
@@ -162,7 +150,7 @@ def mesh_fps(frames: list[np.ndarray]) -> float:
 def pipeline(recognizer, path: Path, folder: Path, video: bool, mp4v: bool = False) -> tuple[float, dict[str, float]]:
     """Figures 3 and 4: `--video` processing rate (JSON only, or JSON + annotated H.264 video, or with `mp4v` the
     MPEG-4 Part 2 writer used before H.264) and its stage times."""
-    from emotion.io.sinks import H264Config
+    from emotion.io.video import H264Config
     from emotion.jobs import run_video
 
     out = folder / "annotated.mp4" if video else None
@@ -277,7 +265,7 @@ def run(config: BenchConfig) -> dict:
     import torch
 
     from benchmarks.encode import encode
-    from emotion.io.sinks import H264Config
+    from emotion.io.video import H264Config
     from emotion.recognizer import EmotionRecognizer
     from emotion.runtime import OnnxStreamer, TorchStreamer, set_threads
 

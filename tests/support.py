@@ -110,3 +110,16 @@ def probe_video(path: Path) -> dict:
             "fps": float(stream.average_rate),
             "seconds": float(stream.duration * stream.time_base),
         }
+
+
+def read_frames(path) -> list[np.ndarray]:
+    """Every frame OpenCV decodes from a video file."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames

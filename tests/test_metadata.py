@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from support import assert_clean_error, cli, probe_video, write_clip
+from support import cli, probe_video, write_clip
 
 from emotion.io.files import VideoSource, read_image
 

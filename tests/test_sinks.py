@@ -4,14 +4,14 @@ import csv
 import json
 
 import av
-import cv2
 import numpy as np
 import pytest
-from support import probe_video
+from support import probe_video, read_frames
 
 from emotion.labels import LABELS
 from emotion.results import FaceResult, FrameResult
-from emotion.io.sinks import CsvWriter, H264Config, JsonWriter, VideoWriter, prepare_output
+from emotion.io.sinks import CsvWriter, JsonWriter, prepare_output
+from emotion.io.video import H264Config, VideoWriter
 from emotion.errors import EmotionError
 
 
@@ -74,18 +74,6 @@ def colour_frames(count: int, size=(64, 48)) -> list[np.ndarray]:
     return [np.full((size[1], size[0], 3), colours[i % len(colours)], np.uint8) for i in range(count)]
 
 
-def read_all(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def test_mp4_is_h264_with_the_frames_size_rate_and_colours_given(tmp_path):
     path = tmp_path / "clip.mp4"
     frames = colour_frames(30)
@@ -100,7 +88,7 @@ def test_mp4_is_h264_with_the_frames_size_rate_and_colours_given(tmp_path):
     assert info["fps"] == pytest.approx(29.97, abs=1e-3)
     assert info["seconds"] == pytest.approx(30 / (30000 / 1001), abs=1e-3)
     assert top_level_boxes(path).index("moov") < top_level_boxes(path).index("mdat"), "index not up front"
-    decoded = read_all(path)
+    decoded = read_frames(path)
     assert len(decoded) == 30
     for got, want in zip(decoded, frames):
         assert np.abs(got.astype(int) - want).mean() < 4, (got[0, 0], want[0, 0])
@@ -115,7 +103,7 @@ def test_avi_stays_mjpeg(tmp_path):
     assert writer.codec == "mjpeg"
     info = probe_video(path)
     assert (info["codec"], info["frames"], info["size"], info["fps"]) == ("mjpeg", 10, (64, 48), 12.0)
-    assert len(read_all(path)) == 10
+    assert len(read_frames(path)) == 10
 
 
 def test_without_the_h264_encoder_mp4_falls_back_to_mpeg4_with_a_note(tmp_path, capsys):
@@ -130,7 +118,7 @@ def test_without_the_h264_encoder_mp4_falls_back_to_mpeg4_with_a_note(tmp_path, 
     assert writer.codec == "mpeg4"
     info = probe_video(path)
     assert (info["codec"], info["frames"], info["size"], info["fps"]) == ("mpeg4", 10, (64, 48), 12.0)
-    assert len(read_all(path)) == 10
+    assert len(read_frames(path)) == 10
 
 
 def test_odd_size_is_h264_without_its_last_column_and_row(tmp_path, capsys):
@@ -143,7 +131,7 @@ def test_odd_size_is_h264_without_its_last_column_and_row(tmp_path, capsys):
     assert writer.codec == "h264" and capsys.readouterr().err == ""
     info = probe_video(tmp_path / "odd.mp4")
     assert (info["codec"], info["frames"], info["size"]) == ("h264", 5, (64, 48))
-    out = read_all(tmp_path / "odd.mp4")[0]
+    out = read_frames(tmp_path / "odd.mp4")[0]
     assert out[:, 60].mean() > 200 and out[40, :].mean() > 200  # cropped, not scaled
     assert out[:, 57].mean() < 100 and out[37, :].mean() < 100
 
