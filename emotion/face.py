@@ -78,6 +78,14 @@ class _QuietGraph:
         self._graph.close()
 
 
+def load_mediapipe():
+    """The mediapipe module, imported on first use rather than with this module, so that the command line can read
+    FaceConfig without loading MediaPipe (about 0.5 s)."""
+    import mediapipe
+
+    return mediapipe
+
+
 @dataclass(frozen=True)
 class FaceConfig:
     """Settings of the face stage."""
@@ -217,8 +225,7 @@ class FaceAnalyzer:
 
     def _build_graphs(self) -> None:
         """Create the MediaPipe graphs with their native start-up and run-time warnings kept off the terminal."""
-        import mediapipe as mp  # here, not at the top: the command line reads FaceConfig without loading MediaPipe
-
+        mp = load_mediapipe()
         config = self.config
         detection, mesh = mp.solutions.face_detection.FaceDetection, mp.solutions.face_mesh.FaceMesh
         confidence = config.min_detection_confidence

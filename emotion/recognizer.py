@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from emotion.device import resolve_device
-from emotion.face import Face, FaceAnalyzer, FaceConfig, face_crop
+from emotion.face import Face, FaceAnalyzer, FaceConfig, face_crop, load_mediapipe
 from emotion.model import CheckpointError, crops_to_tensor, default_model, load_checkpoint
 from emotion.model.export import DEFAULT_ONNX, default_export_path
 from emotion.runtime import Backend, create_streamer
@@ -81,6 +81,7 @@ class EmotionRecognizer:
         backend: Backend = "auto",
     ):
         self.device = resolve_device(device)
+        load_mediapipe()  # before ONNX Runtime loads: loaded after it, MediaPipe's face stage ran slower (README)
         try:
             self.model = default_model(self.device) if weights is None else load_checkpoint(weights, self.device)[0]
         except CheckpointError as exc:
