@@ -1,5 +1,5 @@
 """Speed, size and quality of the annotated-video encoders: `python -m benchmarks.encode` writes the Wolfgang clip
-(640x360) and a 1280x720 upscaled copy through emotion.sinks.VideoWriter with each setting, interleaved, and prints
+(640x360) and a 1280x720 upscaled copy through emotion.io.video.VideoWriter with each setting, interleaved, and prints
 the median ms per frame (wall and process CPU), the file size and the PSNR of the decoded file against the frames
 written. H264Config's defaults were chosen with it; `benchmarks.run` reports the default against mp4v (figure 9).
 """
