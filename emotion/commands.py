@@ -174,15 +174,19 @@ def _object_detector(args: argparse.Namespace, recognizer, wait: bool):
 
 
 def _open_live_source(args: argparse.Namespace):
-    """--realtime's source under the latest-frame policy, after checking that a window can open (unless headless)."""
+    """--realtime's source under the latest-frame policy (every frame of a file without sync), after checking that a
+    window can open (unless headless)."""
+    from emotion.app.config import RealtimeConfig
     from emotion.app.realtime import display_problem
+    from emotion.configargs import from_namespace
     from emotion.errors import EmotionError
     from emotion.io.sources import open_source
 
-    problem = None if args.headless else display_problem()
+    config = from_namespace(RealtimeConfig, args)
+    problem = None if config.headless else display_problem()
     if problem:
         raise EmotionError(problem, cli_fix="use --headless to run without a window")
-    if args.no_sync:  # every frame of a file, as fast as the loop takes them
+    if not config.sync:  # every frame of a file, as fast as the loop takes them
         return open_source(args.source or "0", policy="lossless", depth=1)
     return open_source(args.source or "0", policy="latest", sync=True)
 

@@ -97,11 +97,9 @@ def _image_records(
     """The loop of `run_images`: decode, classify, draw and record one image, then the next."""
     writer = JsonWriter(json_path) if json_path else None
     try:
-        for path, target in zip(source.paths, targets):
-            try:
-                image = read_image(path)
-            except EmotionError as exc:
-                yield path, None, exc
+        for (path, image), target in zip(source, targets):
+            if isinstance(image, EmotionError):
+                yield path, None, image
                 continue
             result = recognizer.predict_image(image)
             record = {"image": str(path), **result.to_dict()}

@@ -9,6 +9,7 @@ show each frame as soon as it is drawn.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -190,10 +191,11 @@ class Pipeline:
                     return
                 continue
             frame, faces = self.rec.detect(cap.frame)
+            cap = dataclasses.replace(cap, frame=frame)  # the frame as BGR, as the face stage saw it
             if worker is not None:
-                worker.put(Captured(cap.index, cap.time, cap.captured_at, frame), faces)
+                worker.put(cap, faces)
             else:
-                self._finish(Captured(cap.index, cap.time, cap.captured_at, frame), faces)
+                self._finish(cap, faces)
             handed += 1
             if max_frames and handed >= max_frames:
                 return

@@ -172,14 +172,6 @@ class FrameSource:
         """The next frame (the newest one under the latest policy), or None if none came within `timeout` s."""
         return self.buffer.take(timeout)
 
-    def __iter__(self) -> Iterator[Captured]:
-        """Every frame the buffer hands over until the source ends (starts the capture thread)."""
-        self.start()
-        while not self.finished:
-            item = self.read(0.25)
-            if item is not None:
-                yield item
-
     @property
     def finished(self) -> bool:
         return self.buffer.finished
@@ -290,20 +282,19 @@ class FrameSource:
 
 
 class ImageList:
-    """Still images (files, or folders standing for the images in them), read one at a time as they are taken."""
-
-    kind = "images"
+    """Still images (files, or folders standing for the images in them): the paths are listed at once, the images
+    read one at a time as they are taken, an image that cannot be read given as its EmotionError instead."""
 
     def __init__(self, paths: Sequence[str | Path]):
         self.paths = image_files(paths)
         self.name = f"{len(self.paths)} images"
 
-    def __iter__(self) -> Iterator[tuple[Path, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[Path, np.ndarray | EmotionError]]:
         for path in self.paths:
-            yield path, read_image(path)
-
-    def close(self) -> None:
-        pass
+            try:
+                yield path, read_image(path)
+            except EmotionError as exc:
+                yield path, exc
 
 
 def open_source(
