@@ -228,3 +228,16 @@ def test_real_clips_preprocess_train_evaluate_and_play(tmp_path, shared_data):
     assert played.returncode == 0, played.stdout + played.stderr
     frames = json.loads((tmp_path / "play.json").read_text())
     assert len(frames) == 24 and sum(bool(f["faces"]) for f in frames) >= 20
+
+
+def test_no_prediction_counts_as_wrong_in_its_own_column():
+    m = classification_metrics(np.array([0, 0, 3, 3]), np.array([0, -1, 3, 0]), unit="images", none="none")
+    assert m["images"] == 4 and m["accuracy"] == pytest.approx(2 / 4)
+    assert m["per_class"]["angry"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["uar"] == pytest.approx((0.5 + 0.5) / 2)
+    assert m["columns"] == [*LABELS, "none"] and m["confusion"][0] == [1, 0, 0, 0, 0, 0, 0, 1]
+    assert m["confusion"][3] == [1, 0, 0, 1, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="none="):
+        classification_metrics(np.array([0]), np.array([-1]))
+    table = format_confusion(m["confusion"], columns=m["columns"]).splitlines()
+    assert table[0].split()[-1] == "none" and table[1].split()[1:] == ["1", "0", "0", "0", "0", "0", "0", "1"]

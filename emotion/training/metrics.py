@@ -24,23 +24,39 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 
     return matrix
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...] = LABELS) -> dict[str, Any]:
+def classification_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    labels: tuple[str, ...] = LABELS,
+    unit: str = "clips",
+    none: str | None = None,
+) -> dict[str, Any]:
     """Accuracy (= WAR, recall weighted by class size), UAR (mean recall over the classes present in y_true),
-    macro F1 (over the classes present in y_true or y_pred), per-class precision/recall/F1/support, confusion."""
-    matrix = confusion_matrix(y_true, y_pred, len(labels))
-    support = matrix.sum(axis=1)
+    macro F1 (over the classes present in y_true or y_pred), per-class precision/recall/F1/support, confusion; the
+    count of items under the key `unit`.
+
+    With `none` (a column name such as "none"), y_pred -1 means no prediction (no face found): such an item counts
+    as wrong for accuracy and recall, lowers no category's precision, and is counted in a last confusion column.
+    """
+    n = len(labels)
+    y_pred = np.asarray(y_pred, np.int64)
+    if none is None and (y_pred < 0).any():
+        raise ValueError("y_pred holds -1 (no prediction): name its confusion column with none=")
+    full = confusion_matrix(y_true, np.where(y_pred < 0, n, y_pred), n + 1)[:n]
+    matrix = full[:, :n]
+    support = full.sum(axis=1)
     predicted = matrix.sum(axis=0)
     hits = np.diag(matrix)
-    recall = np.divide(hits, support, out=np.zeros(len(labels)), where=support > 0)
-    precision = np.divide(hits, predicted, out=np.zeros(len(labels)), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros(n), where=support > 0)
+    precision = np.divide(hits, predicted, out=np.zeros(n), where=predicted > 0)
     denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(len(labels)), where=denom > 0)
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n), where=denom > 0)
     present = support > 0
     seen = present | (predicted > 0)
     total = int(support.sum())
     accuracy = float(hits.sum() / total) if total else float("nan")
-    return {
-        "clips": total,
+    result = {
+        unit: total,
         "accuracy": accuracy,
         "war": accuracy,
         "uar": float(recall[present].mean()) if present.any() else float("nan"),
@@ -54,8 +70,11 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple
             }
             for i, name in enumerate(labels)
         },
-        "confusion": matrix.tolist(),
+        "confusion": (matrix if none is None else full).tolist(),
     }
+    if none is not None:
+        result["columns"] = [*labels, none]
+    return result
 
 
 def ccc(pred: npt.ArrayLike, true: npt.ArrayLike) -> float:
@@ -68,11 +87,15 @@ def ccc(pred: npt.ArrayLike, true: npt.ArrayLike) -> float:
     return float(2 * cov / denom) if denom > 0 else float("nan")
 
 
-def format_confusion(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS) -> str:
-    """The confusion matrix as a text table (rows true, columns predicted): each column is as wide as its label or its
-    largest count, counts right-aligned under their label, so columns line up whatever the labels and counts."""
+def format_confusion(
+    matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS, columns: list[str] | None = None
+) -> str:
+    """The confusion matrix as a text table (rows true, columns predicted, named `columns` when they are not the
+    labels): each column is as wide as its name or its largest count, counts right-aligned under their name, so
+    columns line up whatever the labels and counts."""
     corner = "true \\ predicted"
-    rows = [[corner, *labels]] + [[name, *map(str, row)] for name, row in zip(labels, np.asarray(matrix), strict=True)]
+    head = [corner, *(columns or labels)]
+    rows = [head] + [[name, *map(str, row)] for name, row in zip(labels, np.asarray(matrix), strict=True)]
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     return "\n".join(
         r[0].ljust(widths[0]) + "".join("  " + cell.rjust(w) for cell, w in zip(r[1:], widths[1:], strict=True))
@@ -80,11 +103,15 @@ def format_confusion(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS
     )
 
 
-def confusion_image(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS, title: str = "") -> np.ndarray:
-    """A BGR picture of the confusion matrix: cells shaded by row-normalised recall, with counts and percentages."""
+def confusion_image(
+    matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS, title: str = "", columns: list[str] | None = None
+) -> np.ndarray:
+    """A BGR picture of the confusion matrix: cells shaded by row-normalised recall, with counts and percentages;
+    `columns` names the columns when they are not the labels (an extra 'none' column)."""
     matrix = np.asarray(matrix, np.float64)
-    n, cell, left, top = len(labels), 72, 110, 70 if title else 40
-    h, w = top + n * cell + 70, left + n * cell + 20
+    columns = columns or list(labels)
+    n, m, cell, left, top = len(labels), len(columns), 72, 110, 70 if title else 40
+    h, w = top + n * cell + 70, left + m * cell + 20
     img = np.full((h, w, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     rows = matrix.sum(axis=1, keepdims=True)
@@ -92,7 +119,7 @@ def confusion_image(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS,
     if title:
         cv2.putText(img, title, (10, 26), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     for i in range(n):
-        for j in range(n):
+        for j in range(m):
             x0, y0 = left + j * cell, top + i * cell
             shade = round(255 * (1 - share[i, j]))
             color = (255, shade, shade) if i != j else (shade, 255, shade)
@@ -103,35 +130,46 @@ def confusion_image(matrix: np.ndarray | list, labels: tuple[str, ...] = LABELS,
             if rows[i, 0] > 0:
                 cv2.putText(img, f"{share[i, j]:.0%}", (x0 + 8, y0 + 56), font, 0.45, ink, 1, cv2.LINE_AA)
         cv2.putText(img, labels[i], (8, top + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(
-            img, labels[i][:8], (left + i * cell + 4, top + n * cell + 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA
-        )
+    for j, name in enumerate(columns):
+        cv2.putText(img, name[:8], (left + j * cell + 4, top + n * cell + 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "rows: true category, columns: predicted", (left, h - 20), font, 0.5, (60, 60, 60), 1, cv2.LINE_AA)
     return img
 
 
-def save_confusion_png(matrix: np.ndarray | list, path: str | Path, title: str = "") -> Path:
+def save_confusion_png(
+    matrix: np.ndarray | list, path: str | Path, title: str = "", columns: list[str] | None = None
+) -> Path:
     """Write confusion_image as a PNG (creating the folder); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), confusion_image(matrix, title=title)):
+    if not cv2.imwrite(str(path), confusion_image(matrix, title=title, columns=columns)):
         raise OSError(f"cannot write {path}")
     return path
 
 
-def metric_lines(metrics: dict[str, Any]) -> list[str]:
-    """Human-readable lines: the headline numbers and the confusion matrix."""
+def metric_lines(metrics: dict[str, Any], unit: str = "clips") -> list[str]:
+    """Human-readable lines: the headline numbers (the count of `unit`), each category's recall and the confusion
+    matrix."""
     lines = []
     if "accuracy" in metrics:
         lines.append(
-            f"clips {metrics['clips']}  accuracy (WAR) {metrics['accuracy']:.3f}  UAR {metrics['uar']:.3f}  "
+            f"{unit} {metrics[unit]}  accuracy (WAR) {metrics['accuracy']:.3f}  UAR {metrics['uar']:.3f}  "
             f"macro F1 {metrics['macro_f1']:.3f}"
         )
     for name in ("valence", "arousal"):
         if f"ccc_{name}" in metrics:
             lines.append(f"CCC {name} {metrics[f'ccc_{name}']:.3f} over {plural(metrics[f'frames_{name}'], 'frame')}")
     if "confusion" in metrics:
-        lines += ["confusion matrix (rows true, columns predicted):", format_confusion(metrics["confusion"])]
+        recalls = [
+            f"{name} {c['recall']:.3f} ({metrics['confusion'][i][i]}/{c['support']})"
+            for i, (name, c) in enumerate(metrics["per_class"].items())
+            if c["support"]
+        ]
+        lines += [
+            "recall per category: " + ", ".join(recalls),
+            "confusion matrix (rows true, columns predicted):",
+            format_confusion(metrics["confusion"], columns=metrics.get("columns")),
+        ]
     return lines
 
 

@@ -69,7 +69,8 @@ def score(model: torch.nn.Module, dataset: ClipDataset, batch_size: int, device:
 def write_report(result: dict[str, Any], json_path: Path, png_path: Path, title: str) -> Path:
     """Write the confusion PNG (when there are categories; its path goes into result) and then result as JSON."""
     if "confusion" in result:
-        result["confusion_png"] = str(save_confusion_png(result["confusion"], png_path, title))
+        png = save_confusion_png(result["confusion"], png_path, title, result.get("columns"))
+        result["confusion_png"] = str(png)
     return write_json(json_path, result)
 
 
