@@ -22,6 +22,7 @@ EPILOG = """examples:
   python main.py --video clips/ --output annotated/      every video in a folder (JSON only without --output)
   python main.py --train --data clips/ --epochs 20 --name mine   fine-tune on clips/<label>/*.mp4
   python main.py --evaluate --data test/ --weights models/mine/best.pt   accuracy, UAR, F1, confusion matrix
+  python main.py --evaluate --data photos/               photos/<label>/*.jpg, each image scored on its own
   torchrun --nproc_per_node 2 main.py --train --data clips/ --name mine   the same on 2 processes (DDP)
   python main.py --realtime                              live window on the default webcam
   python main.py --export onnx --weights models/mine/best.pt   models/mine/best.onnx, which ONNX Runtime then runs
@@ -142,8 +143,8 @@ def _add_model_options(model: argparse._ArgumentGroup) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help="PyTorch CPU threads (default: 1 for --image/--video/--demo, fastest here; one per core and process for "
-        "--train/--evaluate)",
+        help="PyTorch CPU threads (default: 1 for --image/--video/--demo and --evaluate of photos, fastest here; one "
+        "per core and process for --train and --evaluate of clips)",
     )
     model.add_argument(
         "--backend",
@@ -164,8 +165,10 @@ def _add_training_arguments(p: argparse.ArgumentParser, mode: argparse._Mutually
     mode.add_argument(
         "--evaluate",
         action="store_true",
-        help="score a checkpoint (--weights, default the pretrained model) on a labelled dataset (--data): accuracy, "
-        "UAR, macro F1, confusion matrix (printed and PNG), valence/arousal CCC; JSON in --output (default runs/evaluate-N)",
+        help="score a checkpoint (--weights, default the pretrained model) on labelled clips or photos (--data, see "
+        "--layout): accuracy, UAR, macro F1, recall per category, confusion matrix (printed and PNG), valence/arousal "
+        "CCC of clips, photos without a face; JSON in --output (default runs/evaluate-N), with every photo's "
+        "prediction",
     )
     add_options(p.add_argument_group("training and evaluation (--train, --evaluate)"), TrainConfig, EvalConfig)
 
@@ -181,6 +184,8 @@ def _check_training_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
         p.error("--csv and --overwrite are not used by --train/--evaluate")
     if args.train and (args.output or args.json):
         p.error("--train writes models/NAME/ and runs/NAME-N; --output and --json are for --evaluate")
+    if args.train and args.layout:
+        p.error("--layout is for --evaluate; --train reads clips (videos, frame folders or a manifest)")
 
 
 def training_config(args: argparse.Namespace):

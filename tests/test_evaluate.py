@@ -1,23 +1,27 @@
 """Metrics against hand-computed values, the confusion matrix as text and PNG, window averaging, an evaluation run of
-the pretrained model on a cached synthetic dataset, and real clips end to end through the command line: preprocess,
-train, evaluate, and the trained checkpoint in --video mode."""
+the pretrained model on a cached synthetic dataset, real clips end to end through the command line (preprocess,
+train, evaluate, and the trained checkpoint in --video mode), and folders of labelled photos: which layout a folder
+is, and real photos scored one by one, with a photo without a face."""
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from support import cli
+from support import SHARED, assert_clean_error, cli, needs_shared
 
+from emotion.errors import EmotionError
+from emotion.io.files import read_image
 from emotion.training.cache import PrepConfig
-from emotion.training.evaluate import EvalConfig, run
+from emotion.training.datasets import detect_layout, scan_photos
+from emotion.training.evaluate import EvalConfig, resolve_layout, run
 from emotion.training.metrics import ccc, classification_metrics, confusion_image, format_confusion, save_confusion_png
 from emotion.training.scoring import summarize
 from emotion.training.synthetic import make_synthetic_dataset
 from emotion.labels import LABELS
-
 
 
 def test_classification_metrics_by_hand():
@@ -241,3 +245,159 @@ def test_no_prediction_counts_as_wrong_in_its_own_column():
         classification_metrics(np.array([0]), np.array([-1]))
     table = format_confusion(m["confusion"], columns=m["columns"]).splitlines()
     assert table[0].split()[-1] == "none" and table[1].split()[1:] == ["1", "0", "0", "0", "0", "0", "0", "1"]
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_layout_is_decided_from_what_the_folders_hold(tmp_path):
+    touch(tmp_path / "photos" / "happy" / "a.jpg")
+    touch(tmp_path / "photos" / "Sadness" / "b.png")
+    touch(tmp_path / "photos" / "contempt" / "c.jpg")
+    touch(tmp_path / "photos" / "readme.jpg")
+    touch(tmp_path / "split" / "test" / "surprised" / "a.webp")
+    touch(tmp_path / "split" / "train" / "anger" / "b.bmp")
+    touch(tmp_path / "videos" / "happy" / "a.mp4")
+    for i in range(2):  # frame folders of the clip layouts: <label>/<clip>/ and <subject>/<Label>/
+        touch(tmp_path / "frames" / "Happiness" / "clip1" / f"{i}.jpeg")
+        touch(tmp_path / "oulu" / "P001" / "Anger" / f"{i}.jpeg")
+    assert detect_layout(tmp_path / "photos") == detect_layout(tmp_path / "split") == "photos"
+    assert [detect_layout(tmp_path / d) for d in ("videos", "frames", "oulu")] == ["clips"] * 3
+    assert detect_layout(touch(tmp_path / "manifest.csv")) == "clips"
+
+    scan = scan_photos(tmp_path / "photos")
+    assert [(Path(r.source).name, LABELS[r.label], r.split) for r in scan.records] == [
+        ("b.png", "sad", None),
+        ("a.jpg", "happy", None),
+    ]
+    assert sorted((Path(p).name, why) for p, why in scan.skipped) == [
+        ("c.jpg", "in the folder 'contempt', which is not a category name"),
+        ("readme.jpg", "not directly in a label folder (<label>/ or <split>/<label>/)"),
+    ]
+    split = scan_photos(tmp_path / "split").records
+    assert sorted((LABELS[r.label], r.split) for r in split) == [("angry", "train"), ("surprise", "test")]
+    touch(tmp_path / "oulu" / "scared" / "c.jpg")  # an alias of fear
+    assert LABELS[scan_photos(tmp_path / "oulu").records[0].label] == "fear"
+
+    forced = EvalConfig(data=str(tmp_path / "frames"), layout="photos")
+    assert resolve_layout(forced) == "photos" and resolve_layout(EvalConfig(data=str(tmp_path / "photos"))) == "photos"
+    assert resolve_layout(EvalConfig(data=str(tmp_path / "photos"), format="oulu")) == "clips"
+    with pytest.raises(ValueError, match="layout photos takes no format"):
+        EvalConfig(data=str(tmp_path / "photos"), layout="photos", format="oulu")
+    with pytest.raises(EmotionError, match="no labelled photos") as missing:
+        scan_photos(tmp_path / "frames")
+    assert "not directly in a label folder" in str(missing.value)
+
+
+def test_mixed_or_empty_folders_are_refused_with_the_fix(tmp_path):
+    touch(tmp_path / "mixed" / "happy" / "a.jpg")
+    touch(tmp_path / "mixed" / "happy" / "clip1" / "0.jpg")
+    touch(tmp_path / "both" / "sad" / "a.jpg")
+    touch(tmp_path / "both" / "sad" / "b.mp4")
+    (tmp_path / "empty" / "happy").mkdir(parents=True)
+    touch(tmp_path / "unlabelled" / "a.jpg")
+    for name, example in (("mixed", "happy/clip1"), ("both", "b.mp4")):
+        with pytest.raises(EmotionError) as refused:
+            detect_layout(tmp_path / name)
+        assert example in refused.value.problem and "layout='photos'" in refused.value.fix
+        assert "--layout clips" in refused.value.cli_message()
+    for name in ("empty", "unlabelled"):
+        with pytest.raises(EmotionError, match="no labelled images or videos") as refused:
+            detect_layout(tmp_path / name)
+        assert "<label>/*.jpg" in refused.value.fix
+    with pytest.raises(EmotionError, match="dataset not found"):
+        detect_layout(tmp_path / "absent")
+
+
+def photo_set(root: Path, per_label: int = 3) -> Path:
+    """Shared photos under alias folder names, a photo with five faces and a frame without a face."""
+    for label, alias in (("surprise", "surprised"), ("angry", "anger"), ("happy", "happiness"), ("sad", "sadness")):
+        (root / alias).mkdir(parents=True)
+        for photo in sorted((SHARED / "faces" / label).iterdir())[:per_label]:
+            shutil.copy(photo, root / alias)
+    shutil.copy(SHARED / "images" / "multi_face.jpg", root / "happiness")
+    cap = cv2.VideoCapture(str(SHARED / "videos" / "face_noface.mov"))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 120)  # the cartoon sky after the face has gone
+    (root / "scared").mkdir()
+    assert cv2.imwrite(str(root / "scared" / "sky.png"), cap.read()[1])
+    cap.release()
+    return root
+
+
+@needs_shared
+def test_photo_folder_metrics_agree_with_the_predictions(tmp_path, capsys):
+    data = photo_set(tmp_path / "photos")
+    assert detect_layout(data) == "photos"
+    result = run(EvalConfig(data=str(data), output=str(tmp_path / "out"), progress=False))
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved == {k: v for k, v in result.items() if k != "json"}
+
+    predictions = saved["predictions"]
+    assert result["layout"] == "photos" and result["images"] == len(predictions) == 14
+    assert {Path(p["path"]).parent.name: p["label"] for p in predictions} == {
+        "surprised": "surprise", "anger": "angry", "happiness": "happy", "sadness": "sad", "scared": "fear",
+    }  # fmt: skip
+    sky = next(p for p in predictions if p["path"].endswith("sky.png"))
+    assert sky["faces"] == 0 and sky["predicted"] is None and sky["probabilities"] is None
+    assert result["no_face_images"] == [p["path"] for p in predictions if p["faces"] == 0]
+    assert result["no_face"] == len(result["no_face_images"]) >= 1 and sky["path"] in printed
+    for p in predictions:
+        if p["faces"]:
+            probabilities = np.array([p["probabilities"][name] for name in LABELS])
+            assert probabilities.sum() == pytest.approx(1, abs=1e-3) and p["predicted"] in LABELS
+            assert probabilities.max() == p["probabilities"][p["predicted"]]
+
+    columns = [*LABELS, "none"]
+    counts = np.zeros((len(LABELS), len(columns)), int)
+    for p in predictions:
+        counts[LABELS.index(p["label"]), columns.index(p["predicted"] or "none")] += 1
+    assert result["columns"] == columns and result["confusion"] == counts.tolist()
+    assert counts[:, -1].sum() == result["no_face"]
+    right = sum(p["predicted"] == p["label"] for p in predictions)
+    assert result["accuracy"] == pytest.approx(right / len(predictions))
+    recalls = []
+    for name in ("surprise", "angry", "happy", "sad", "fear"):
+        mine = [p for p in predictions if p["label"] == name]
+        recall = sum(p["predicted"] == name for p in mine) / len(mine)
+        assert result["per_class"][name]["recall"] == pytest.approx(recall)
+        assert result["per_class"][name]["support"] == len(mine)
+        recalls.append(recall)
+    assert result["per_class"]["fear"]["recall"] == 0 and result["uar"] == pytest.approx(np.mean(recalls))
+    assert f"images 14  accuracy (WAR) {result['accuracy']:.3f}" in printed and "recall per category:" in printed
+    png = cv2.imread(result["confusion_png"])
+    assert png.shape == confusion_image(counts, title="titled", columns=columns).shape  # 8 columns
+
+    multi = next(p for p in predictions if p["path"].endswith("multi_face.jpg"))
+    assert multi["faces"] >= 2
+    from emotion import EmotionRecognizer
+
+    with EmotionRecognizer() as recognizer:  # the photo's prediction is its largest face's, as the public API gives it
+        largest = recognizer.predict_image(read_image(multi["path"])).main_face.to_dict()
+    assert multi["probabilities"] == largest["probabilities"] and multi["predicted"] == largest["emotion"]
+
+
+@needs_shared
+def test_photo_folder_through_the_command_line(tmp_path):
+    data = photo_set(tmp_path / "photos", per_label=1)
+    done = cli("--evaluate", "--data", data, "--output", tmp_path / "out", "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["layout"] == "photos" and saved["images"] == 6 and (tmp_path / "out" / "confusion.png").is_file()
+    assert f"no face found in {saved['no_face']} of 6 images" in done.stdout
+    assert str(data / "scared" / "sky.png") in saved["no_face_images"]
+    first = sorted((data / "anger").iterdir())[0]
+    (data / "anger" / "clip1").mkdir()
+    shutil.copy(first, data / "anger" / "clip1")  # now a label folder holds a clip's frame folder too
+    assert_clean_error(cli("--evaluate", "--data", data), "holds both photos", "--layout photos", "--layout clips")
+    forced = cli("--evaluate", "--data", data, "--layout", "photos", "--output", tmp_path / "forced", "--no-progress")
+    assert forced.returncode == 0, forced.stderr
+    assert "skipped 1 file: not directly in a label folder" in forced.stdout
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(cli("--evaluate", "--data", tmp_path / "empty"), "no labelled images or videos", "<label>/*.jpg")
+    assert_clean_error(cli("--evaluate", "--data", data, "--layout", "photos", "--format", "oulu"),
+                       "--layout photos takes no --format")  # fmt: skip
+    assert_clean_error(cli("--train", "--data", data, "--layout", "photos"), "--layout is for --evaluate")

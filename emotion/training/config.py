@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emotion.configargs import ConfigError, check_min, option
-from emotion.training.datasets import FORMATS
+from emotion.training.datasets import FORMATS, LAYOUTS
 from emotion.training.splits import VAL_SPLIT
 
 DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_SEED = 30, 10, 0
@@ -17,8 +17,12 @@ MONITORS = ("auto", "uar", "accuracy", "macro_f1", "ccc", "loss")
 class DataConfig:
     """What training and evaluation share: the dataset, its cache and validation split, batches, where it runs."""
 
-    data: str = option("dataset folder or CSV manifest (layouts: see README)", metavar="PATH")
-    format: str = option("dataset layout", "auto", choices=FORMATS, default_text="auto, guessed from the file names")
+    data: str = option(
+        "dataset folder (clips, or for --evaluate photos) or CSV manifest (layouts: see README)", metavar="PATH"
+    )
+    format: str = option(
+        "layout of a clip dataset", "auto", choices=FORMATS, default_text="auto, guessed from the file names"
+    )
     cache_dir: str = option("face-stage cache, one .npz per clip", "~/.cache/emotion/clips", metavar="DIR")
     workers: int = option("face-stage processes for preprocessing", 1, metavar="N")
     batch_size: int = option("clips per step and process (--evaluate: windows per forward pass)", 16, metavar="N")
@@ -37,7 +41,9 @@ class DataConfig:
     weights: str | None = option("checkpoint to fine-tune (--train) or to score (--evaluate)", None, metavar="PATH")
     runs_dir: str = option("TensorBoard and evaluation output folder", "runs", metavar="DIR")
     device: str = option("auto (CUDA if available), cpu or cuda", "auto")
-    threads: int = option("PyTorch CPU threads per process; 0: one per core and process", 0, metavar="N")
+    threads: int = option(
+        "PyTorch CPU threads per process; 0: one per core and process (--evaluate of photos: 1)", 0, metavar="N"
+    )
     progress: bool = option("hide the progress bars", True)
 
     def __post_init__(self) -> None:
@@ -116,7 +122,7 @@ class EvalConfig(DataConfig):
     """Settings of `main.py --evaluate`; seed and val_split None: the checkpoint's training run's."""
 
     split: str = option(
-        "--evaluate: which clips (val = as held out in training)",
+        "--evaluate: which clips (val = as held out in training) or photos (those in <split>/<label>/ folders)",
         "all",
         name="--eval-split",
         choices=("all", "train", "val", "test"),
@@ -125,8 +131,17 @@ class EvalConfig(DataConfig):
         "--evaluate: folder for metrics.json and confusion.png", None, metavar="PATH", default_text="runs/evaluate-N"
     )
     json: str | None = option("--evaluate: metrics JSON path instead of <output>/metrics.json", None, metavar="PATH")
+    layout: str = option(
+        "--evaluate: what --data holds: photos (DIR/<label>/*.jpg, each image scored on its own by its largest face), "
+        "clips (videos, frame folders or a manifest, read as --format says) or auto (decided from what the folders "
+        "hold: images directly in label folders and nothing else are photos)",
+        "auto",
+        choices=LAYOUTS,
+    )
     windows: int = 4  # evaluation windows per clip, averaged into one prediction
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_min(self, 1, "windows")
+        if self.layout == "photos" and self.format != "auto":
+            raise ConfigError("{} photos takes no {}: it names a layout of clips (leave it out)", "layout", "format")

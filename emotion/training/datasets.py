@@ -1,7 +1,9 @@
-"""Dataset adapters: a dataset on disk (folder, CSV manifest, RAVDESS, CREMA-D, Oulu-CASIA, Aff-Wild2) -> ClipRecords.
+"""Dataset adapters: a dataset on disk (folder, CSV manifest, RAVDESS, CREMA-D, Oulu-CASIA, Aff-Wild2) -> ClipRecords,
+and labelled photo folders (`DIR/<label>/*.jpg`, scored one image at a time by `--evaluate`).
 
-Every adapter turns its layout into one ClipRecord per video or frame folder, with the label, valence/arousal,
-subject and split the dataset gives, and lists the files it passed over with the reason.
+Every clip adapter turns its layout into one ClipRecord per video or frame folder, with the label, valence/arousal,
+subject and split the dataset gives, and lists the files it passed over with the reason. `detect_layout` tells the
+two kinds apart from what the folders hold.
 """
 
 from __future__ import annotations
@@ -14,24 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.errors import EmotionError
 from emotion.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from emotion.labels import LABELS
 
 FORMATS = ("auto", "folder", "csv", "ravdess", "cremad", "oulu", "affwild")
+LAYOUTS = ("auto", "photos", "clips")
 
 # fmt: off
 LABEL_ALIASES: dict[str, int] = {
     **{name: i for i, name in enumerate(LABELS)},
     "anger": 0, "ang": 0, "an": 0,
     "disgusted": 1, "dis": 1, "di": 1,
-    "fearful": 2, "afraid": 2, "fea": 2, "fe": 2,
+    "fearful": 2, "afraid": 2, "scared": 2, "fea": 2, "fe": 2,
     "happiness": 3, "joy": 3, "hap": 3, "ha": 3,
     "neu": 4, "ne": 4,
     "sadness": 5, "sa": 5,
     "surprised": 6, "sur": 6, "su": 6,
 }
 # fmt: on
-"""Lower-case category names used by common datasets (AFEW, Oulu-CASIA, CK+, CREMA-D, JAFFE codes) -> LABELS index."""
+"""Lower-case category names used by common datasets (AFEW, Oulu-CASIA, CK+, CREMA-D, JAFFE codes, FER2013 and
+AffectNet folder names) -> LABELS index."""
 
 RAVDESS_EMOTIONS: dict[str, int] = {"01": 4, "02": 4, "03": 3, "04": 5, "05": 0, "06": 2, "07": 1, "08": 6}
 """RAVDESS emotion code (third field) -> LABELS index; 02 'calm' has no category of its own and counts as neutral."""
@@ -64,9 +69,9 @@ def label_index(name: str | int) -> int | None:
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """One labelled clip of a dataset: a video file or a folder of frames."""
+    """One labelled clip of a dataset: a video file or a folder of frames (in the photos layout: one image)."""
 
-    source: str  # path of the video file, or of the folder holding the clip's frames in name order
+    source: str  # path of the video file, of the folder holding the clip's frames in name order, or of the photo
     label: int = -1  # index into LABELS; -1 when the clip has no category (dimensional data only)
     valence: float | None = None  # [-1, 1], one valence for the whole clip; None when not annotated
     arousal: float | None = None  # [-1, 1], one arousal for the whole clip; None when not annotated
@@ -300,3 +305,71 @@ def load_dataset(path: str | Path, fmt: str = "auto") -> DatasetScan:
         reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in scan.skipped[:3])
         raise ValueError(f"no usable clips in {path} as format '{fmt}'" + (f" ({reasons})" if reasons else ""))
     return scan
+
+
+def _photo_folder(root: Path, folder: Path) -> bool:
+    """Whether `folder` is where the photos layout keeps images: `root/<label>/` or `root/<split>/<label>/`."""
+    parts = folder.relative_to(root).parts
+    return len(parts) == 1 or (len(parts) == 2 and _norm_split(parts[0]) is not None)
+
+
+def detect_layout(path: str | Path) -> str:
+    """'photos' when the images sit directly in label folders (`DIR/<label>/*.jpg`, also under `DIR/<split>/`) and
+    nothing else is a clip; 'clips' for a manifest, videos or deeper frame folders (the clip adapters above).
+
+    Decided from what the folders hold, never from their names alone; a folder holding neither, or both, raises
+    EmotionError with the fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EmotionError(f"dataset not found: {path}", fix="check the path")
+    if path.is_file():
+        return "clips"
+    folders = {p.parent for p in _files(path, IMAGE_SUFFIXES)} - {path}
+    photos = sorted(f for f in folders if _photo_folder(path, f))
+    clips = _files(path, VIDEO_SUFFIXES)[:1] + sorted(folders - set(photos))[:1]
+    if photos and clips:
+        raise EmotionError(
+            f"{path} holds both photos directly in label folders (such as {photos[0].relative_to(path)}/) and clips "
+            f"(such as {clips[0].relative_to(path)}), so it is unclear whether to score images or clips",
+            fix="pass layout='photos' to score each image on its own or layout='clips' for videos and frame folders",
+            cli_fix="pass --layout photos to score each image on its own or --layout clips for videos and frame "
+            "folders",
+        )
+    if photos:
+        return "photos"
+    if clips:
+        return "clips"
+    raise EmotionError(
+        f"no labelled images or videos in {path}",
+        fix=f"photos go in {path / '<label>'}/*.jpg, clips in {path / '<label>'}/*.mp4 or one folder of frames each; "
+        f"labels: {', '.join(LABELS)} or a synonym",
+    )
+
+
+def scan_photos(root: str | Path) -> DatasetScan:
+    """Labelled photos `root/<label>/*.jpg|png|...`, optionally under `root/<train|val|test>/`: one record per image,
+    its label from its folder; images anywhere else are passed over with the reason."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EmotionError(
+            f"the photos layout needs a folder of label folders, got {root}", fix="give the folder that holds them"
+        )
+    records, skipped = [], []
+    for path in _files(root, IMAGE_SUFFIXES):
+        if path.parent == root or not _photo_folder(root, path.parent):
+            skipped.append((str(path), "not directly in a label folder (<label>/ or <split>/<label>/)"))
+            continue
+        parts = path.parent.relative_to(root).parts
+        label = label_index(parts[-1])
+        if label is None:
+            skipped.append((str(path), f"in the folder '{parts[-1]}', which is not a category name"))
+            continue
+        records.append(ClipRecord(str(path), label, split=_norm_split(parts[0]) if len(parts) == 2 else None))
+    if not records:
+        reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in skipped[:3])
+        raise EmotionError(
+            f"no labelled photos in {root}" + (f" ({reasons})" if reasons else ""),
+            fix=f"put them in {root / '<label>'}/ with a label of {', '.join(LABELS)} or a synonym",
+        )
+    return DatasetScan("photos", records, skipped)
