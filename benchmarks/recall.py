@@ -16,60 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from tests.support import ROOT, SHARED, read_frames
+from tests.support import ROOT, SHARED, crowd_frames, nonface_images, read_frames, zidane_frames
 
 RESULTS = ROOT / "benchmarks" / "recall.json"
 NOFACE_FROM = 72  # face_noface.mov: frames from here on hold no face (shared data README)
-
-
-def zidane_frames(frames: int = 72) -> list[np.ndarray]:
-    """The clip the demo used to make: 72 frames, 960x540, slowly zooming into ultralytics' `zidane.jpg`."""
-    import ultralytics
-
-    still = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))
-    h, w = still.shape[:2]
-    size = (960, 540)
-    out = []
-    for i in range(frames):
-        zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
-        cw, ch = w / zoom, h / zoom
-        x0, y0 = (w - cw) * 0.55, (h - ch) * 0.3
-        m = np.float32([[size[0] / cw, 0, -x0 * size[0] / cw], [0, size[1] / ch, -y0 * size[1] / ch]])
-        out.append(cv2.warpAffine(still, m, size, flags=cv2.INTER_LINEAR))
-    return out
-
-
-def nonface_images(count: int = 40, seed: int = 0) -> list[np.ndarray]:
-    """Images without a face: noise, smooth noise, stripes, shapes, text and blurred colour fields."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in range(count):
-        h, w = int(rng.integers(120, 720)), int(rng.integers(120, 960))
-        kind = i % 5
-        if kind == 0:
-            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        elif kind == 1:
-            small = rng.integers(0, 256, (max(h // 40, 2), max(w // 40, 2), 3), dtype=np.uint8)
-            image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-        elif kind == 2:
-            period = int(rng.integers(4, 40))
-            stripes = ((np.arange(w) // period) % 2 * 255).astype(np.uint8)
-            image = np.repeat(np.tile(stripes, (h, 1))[:, :, None], 3, axis=2)
-        elif kind == 3:
-            image = np.full((h, w, 3), rng.integers(0, 256, 3), np.uint8)
-            for _ in range(12):
-                center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-                color = tuple(int(c) for c in rng.integers(0, 256, 3))
-                cv2.circle(image, center, int(rng.integers(5, max(6, min(h, w) // 3))), color, -1)
-        else:
-            image = np.full((h, w, 3), 235, np.uint8)
-            for row in range(20, h, 30):
-                cv2.putText(image, "emotion recall " * 4, (5, row), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (20, 20, 20), 2)
-        images.append(image)
-    return images
 
 
 def photo_paths() -> list[Path]:
@@ -102,7 +54,6 @@ def zidane_case(recognizer) -> dict:
 
 def crowd_case(face_config, faces: int = 20, frames: int = 60) -> dict:
     """The 20-face mosaic clip through the streaming recognizer: faces per frame, first frame with all, fps."""
-    from benchmarks.run import crowd_frames
     from emotion.recognizer import EmotionRecognizer
 
     clip = crowd_frames(faces, frames)

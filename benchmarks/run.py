@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.support import ROOT, SHARED, read_frames
+from tests.support import ROOT, SHARED, crowd_frames, read_frames
 
 VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -133,9 +133,9 @@ def mesh_fps(frames: list[np.ndarray]) -> float:
     """Figure 2: MediaPipe FaceMesh alone in tracking mode (one face) on decoded frames, BGR->RGB included."""
     import mediapipe as mp
 
-    from emotion.face import _quiet_native_stderr
+    from emotion.graphs import quiet_native_stderr
 
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1)
         mesh.process(cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB))
         mesh.reset()
@@ -207,33 +207,6 @@ def training_seconds(clips: int, threads: int) -> dict | None:
     except ImportError:
         return None
     return measure_epoch(clips=clips, threads=threads)
-
-
-def crowd_frames(faces: int, frames: int) -> list[np.ndarray]:
-    """A synthetic clip of `faces` real faces tiled from the shared photos, drifting by a pixel per frame."""
-    from emotion.face import FaceAnalyzer, FaceConfig
-    from emotion.io.files import read_image
-
-    tiles = []
-    with FaceAnalyzer(FaceConfig(max_faces=20), static=True) as analyzer:
-        for name in sorted(p.name for p in (SHARED / "images").iterdir()):
-            image = read_image(SHARED / "images" / name)
-            for face in analyzer(image):
-                x, y, w, h = face.box
-                side = int(max(w, h) * 1.5)
-                cx, cy = x + w // 2, y + h // 2
-                x0, y0 = max(cx - side // 2, 0), max(cy - side // 2, 0)
-                tile = image[y0 : y0 + side, x0 : x0 + side]
-                if min(tile.shape[:2]) >= 48:
-                    tiles.append(cv2.resize(tile, (160, 160), interpolation=cv2.INTER_AREA))
-    cols = 5
-    rows = -(-faces // cols)
-    canvas = np.full((rows * 180 + 40, cols * 180 + 40, 3), 90, np.uint8)
-    for i in range(faces):
-        r, c = divmod(i, cols)
-        canvas[20 + r * 180 : 20 + r * 180 + 160, 20 + c * 180 : 20 + c * 180 + 160] = tiles[i % len(tiles)]
-    shifts = [np.float32([[1, 0, (i % 8) - 4], [0, 1, (i % 6) - 3]]) for i in range(frames)]
-    return [cv2.warpAffine(canvas, m, canvas.shape[1::-1], borderMode=cv2.BORDER_REPLICATE) for m in shifts]
 
 
 def crowd_run(frames: list[np.ndarray], max_faces: int) -> dict:

@@ -1,89 +1,54 @@
 """Face stage: find every face (MediaPipe), its 468 landmarks, an eye-aligned tight crop and a stable track id.
 
-Image mode detects from scratch with both MediaPipe detectors (full range finds small and distant faces, short range
-finds close-ups the full-range model misses) and runs the face mesh on an enlarged crop around each detection.
-Video mode lets FaceMesh track from its previous landmarks on the full frame, follows faces it does not track by a
-crop around their last landmarks, and runs a detector every `redetect_every` frames (full and short range in turn)
-to pick up new faces, and both detectors when a new face appears, to score it.
+Searches propose regions that may hold a face; MediaPipe's face landmark model confirms each (it answers only where
+it sees a face) and places the landmarks. The searches, each named in the face's `source`:
+- detector: MediaPipe's full-range (small, distant faces) and short-range (close-ups) face detectors, whole frame;
+- tiled: the detectors on overlapping tiles of the frame, where small faces of crowds are larger to them;
+- pose: the head of the most prominent person that MediaPipe's pose model sees, in the frame and in each half of
+  it: faces turned too far for the face detectors;
+- padded: the detectors on the image inside a wide border, for a face that fills the image (a pre-cropped photo);
+- whole-image: the landmark model on the whole image, when no other search found a face.
+Image mode runs every search on every image (padded and whole-image only when the others found nothing). Video mode
+follows each face from its landmarks in the previous frame, as MediaPipe's face mesh tracks, runs every search on the
+first frame, and then one search step every `redetect_every` frames (every frame while no face is tracked), so the
+searches are spread over frames and the frame rate holds.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 from emotion.align import DEFAULT_MARGIN, align_crop, canonical_landmarks
-from emotion.configargs import check_min, option
+from emotion.configargs import ConfigError, check_min, option
+from emotion.graphs import (
+    LANDMARK_COUNT,
+    FaceDetector,
+    LandmarkModel,
+    PoseHeads,
+    Proposal,
+    Roi,
+    landmark_box,
+    load_mediapipe,
+)
 from emotion.imaging import to_rgb
 
-LANDMARK_COUNT = 468
+__all__ = ["LANDMARK_COUNT", "SOURCES", "Face", "FaceAnalyzer", "FaceConfig", "face_crop", "load_mediapipe"]
 
-_MESH_INPUT = 256  # px, side of the square crop handed to the face mesh around one face
+SOURCES = ("detector", "tiled", "pose", "padded", "whole-image", "cropped")
+"""How a face was first found (Face.source, "source" in the JSON), most direct first; see the module's docstring."""
+
 _NMS_IOU = 0.3  # boxes overlapping more than this are the same face
-
-
-@contextmanager
-def _quiet_native_stderr():
-    """Silence MediaPipe's native start-up log lines (absl/TFLite write them straight to file descriptor 2)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-_BLANK = np.zeros((64, 64, 3), np.uint8)
-"""A frame without a face, run through a graph after start-up and reset (see _QuietGraph)."""
-
-
-class _QuietGraph:
-    """A MediaPipe solution whose native warnings (absl/TFLite, written to fd 2) stay off the terminal.
-
-    Every call runs with fd 2 silenced. A new or reset graph opens its calculators, which log, on MediaPipe's own
-    threads; `process` returns only once the graph is idle, so a blank frame processed inside the quiet window holds
-    it open until they have. A blank frame leaves no state behind: a tracking face mesh has no face to follow.
-    """
-
-    def __init__(self, make: Callable[[], object]):
-        with _quiet_native_stderr():
-            self._graph = make()
-            self._graph.process(_BLANK)
-
-    def process(self, image: np.ndarray):
-        with _quiet_native_stderr():
-            return self._graph.process(image)
-
-    def reset(self) -> None:
-        with _quiet_native_stderr():
-            self._graph.reset()
-            self._graph.process(_BLANK)
-
-    def close(self) -> None:
-        self._graph.close()
-
-
-def load_mediapipe():
-    """The mediapipe module, imported on first use rather than with this module, so that the command line can read
-    FaceConfig without loading MediaPipe (about 0.5 s)."""
-    import mediapipe
-
-    return mediapipe
+_TILE_OVERLAP = 0.25  # fraction of a tile's side shared with its neighbour
+_MIN_TILE = 256  # px, smallest longer side of a tile
+_HALF = 0.6  # each half of the frame the pose search looks at, as a fraction of the longer side
+_PAD = 0.5  # border of the padded search on each side, as a fraction of the image's longer side
+_WHOLE_IMAGE_SCALES = (1.2, 1.6)  # landmark-model region sides tried on a whole image, over its longer side
 
 
 @dataclass(frozen=True)
@@ -96,19 +61,26 @@ class FaceConfig:
         10,
         metavar="N",
     )
+    cropped: bool = option(  # every input is one face filling it: no search, the landmark model on the whole image
+        "treat every image (or frame) as one face that fills it, as in pre-cropped or aligned face data sets: no "
+        "face search; the face mesh still places the landmarks, and an image where it sees no face has no face",
+        False,
+    )
     crop_size: int = 64  # px, side of the square grayscale crop handed to the frame model
     margin: float = DEFAULT_MARGIN  # fraction of the tight brows-to-chin square's side added around it (0 = tight)
-    min_detection_confidence: float = 0.5  # [0, 1], detector score a new face needs
-    min_tracking_confidence: float = 0.5  # [0, 1], face-mesh presence score a tracked face needs to stay tracked
-    redetect_every: int = 10  # frames between detection passes in video mode, full and short range in turn
+    min_detection_confidence: float = 0.5  # [0, 1], face-detector score a proposed face needs
+    redetect_every: int = 10  # frames between whole-frame detector runs in video mode while faces are tracked
+    tile_grid: int = 3  # finest tiling of the tiled search: grids 2 x 2 to this x this (1 = no tiled search)
+    pose: bool = True  # search for heads with MediaPipe's pose model (turned faces)
+    search_share: float = 0.1  # [0, 1], share of video mode's face-stage time the tiled and pose searches may take
     max_missed: int = 10  # frames a track survives without being found before its id is dropped
-    match_iou: float = 0.3  # box IoU in [0, 1] a face needs with a track's last box to continue that track
-    mesh_max_faces: int = 1  # count; faces the full-frame FaceMesh tracks by landmarks, the rest by crops
-    roi_scale: float = 2.0  # crop side around a face for the face mesh, multiple of the face box's longer side
+    match_iou: float = 0.3  # box IoU in [0, 1] a newly found face needs with a lost track's last box to continue it
     max_side: int = 1920  # px; longer frames are downscaled (INTER_AREA) for MediaPipe, results mapped back
 
     def __post_init__(self) -> None:
-        check_min(self, 1, "max_faces", "crop_size", "max_side")
+        check_min(self, 1, "max_faces", "crop_size", "max_side", "redetect_every", "tile_grid")
+        if not 0.0 <= self.search_share <= 1.0:
+            raise ConfigError(f"{{}} must be between 0 and 1, got {self.search_share}", "search_share")
 
 
 @dataclass
@@ -123,6 +95,7 @@ class Face:
     frame: np.ndarray = field(repr=False, compare=False)  # the image the face is in, source of the crop
     crop_size: int = 64  # px, side of `crop`
     margin: float = DEFAULT_MARGIN  # see align_crop
+    source: str = "detector"  # which search first found this face (its track), one of SOURCES
 
     @cached_property
     def landmarks_norm(self) -> np.ndarray:
@@ -147,9 +120,14 @@ class _Track:
     """What video mode remembers of one face between frames."""
 
     track_id: int
-    box: tuple[float, float, float, float]  # x, y, w, h in working-image px, unclipped
+    landmarks: np.ndarray  # (L, 3) float32, last landmarks in working-image px: where to look in the next frame
     score: float  # [0, 1], latest detector score
-    missed: int = 0  # consecutive frames without a matching face
+    source: str  # the search that found it
+    missed: int = 0  # consecutive frames without the face
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return landmark_box(self.landmarks)
 
 
 @dataclass
@@ -157,18 +135,13 @@ class _Candidate:
     """A face found in this frame, before it is matched to a track."""
 
     landmarks: np.ndarray  # (L, 3) float32 in working-image px
-    box: tuple[float, float, float, float] = field(init=False)
+    source: str
     score: float | None = None
-    from_mesh: bool = False
+    track: _Track | None = None  # the track it was followed from
+    box: tuple[float, float, float, float] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.box = _landmark_box(self.landmarks)
-
-
-def _landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
-    x0, y0 = landmarks[:, :2].min(axis=0)
-    x1, y1 = landmarks[:, :2].max(axis=0)
-    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+        self.box = landmark_box(self.landmarks)
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -179,37 +152,56 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _greedy_nms(items: list, box_of) -> list:
-    """Keep items in their given order unless their box overlaps an already kept one by more than _NMS_IOU."""
+def _centre_inside(box: tuple[float, ...], other: tuple[float, ...]) -> bool:
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return other[0] <= cx <= other[0] + other[2] and other[1] <= cy <= other[1] + other[3]
+
+
+def _same_face(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two boxes are one face: they overlap by more than _NMS_IOU, or one's centre lies inside the other
+    (two faces never do; one face fitted twice, once a little off, does)."""
+    return _iou(a, b) > _NMS_IOU or _centre_inside(a, b) or _centre_inside(b, a)
+
+
+def _distinct(items: list, box_of) -> list:
+    """Keep items in their given order unless they are the same face as an already kept one."""
     kept: list = []
     for item in items:
-        if all(_iou(box_of(item), box_of(k)) <= _NMS_IOU for k in kept):
+        if not any(_same_face(box_of(item), box_of(k)) for k in kept):
             kept.append(item)
     return kept
 
 
-_LANDMARK_RECORD = np.dtype(
-    [("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x", "<f4")]
-    + [("y_tag", "u1"), ("y", "<f4"), ("z_tag", "u1"), ("z", "<f4")]
-)
-"""One serialized NormalizedLandmark holding exactly x, y and z, as FaceMesh emits them (17 bytes)."""
+_Search = tuple[Callable[[np.ndarray], list[Proposal]], tuple[int, int, int, int], str]
+"""A search: a model proposing faces in an image, the region (x0, y0, x1, y1) it runs on, the source it names."""
 
 
-def _mesh_landmarks(face_landmarks, width: int, height: int) -> np.ndarray:
-    """(L, 3) float32 px from a NormalizedLandmarkList, read from its protobuf bytes in one go rather than through
-    1,404 attribute reads (README, "Measured on this machine"); falls back to the attributes for another layout."""
-    raw = face_landmarks.SerializeToString()
-    records = np.frombuffer(raw, _LANDMARK_RECORD) if len(raw) % _LANDMARK_RECORD.itemsize == 0 else None
-    expected = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
-    if records is not None and all((records[k] == v).all() for k, v in expected.items()):
-        points = np.stack([records["x"], records["y"], records["z"]], axis=1)[:LANDMARK_COUNT]
-    else:
-        points = np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark[:LANDMARK_COUNT]], np.float32)
-    return points * np.array([width, height, width], np.float32)
+def _tile_regions(width: int, height: int, finest: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping tiles of grids 2 x 2 up to finest x finest, each grid used while its tiles' longer side is at
+    least _MIN_TILE px (a smaller tile would give the detectors nothing they cannot see in the whole frame)."""
+    return [t for grid in range(2, finest + 1) if max(width, height) / grid >= _MIN_TILE for t in _tiles(width, height, grid)]
+
+
+def _tiles(width: int, height: int, grid: int) -> list[tuple[int, int, int, int]]:
+    """grid x grid overlapping tiles (x0, y0, x1, y1) covering the image, row by row."""
+    tw, th = (round(side / (grid - (grid - 1) * _TILE_OVERLAP)) for side in (width, height))
+    xs = np.linspace(0, width - tw, grid).round().astype(int)
+    ys = np.linspace(0, height - th, grid).round().astype(int)
+    return [(int(x), int(y), int(x) + tw, int(y) + th) for y in ys for x in xs]
+
+
+def _halves(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The whole image and its two overlapping halves along the longer side, for the pose search."""
+    whole = (0, 0, width, height)
+    if width >= height:
+        part = round(width * _HALF)
+        return [whole, (0, 0, part, height), (width - part, 0, width, height)]
+    part = round(height * _HALF)
+    return [whole, (0, 0, width, part), (0, height - part, width, height)]
 
 
 class FaceAnalyzer:
-    """Faces of a frame: box, score, landmarks, normalised landmarks, aligned crop and track id.
+    """Faces of a frame: box, score, landmarks, normalised landmarks, aligned crop, track id and source.
 
     `static=True` treats every call as an unrelated image; otherwise calls are consecutive video frames.
     """
@@ -217,34 +209,17 @@ class FaceAnalyzer:
     def __init__(self, config: FaceConfig = FaceConfig(), static: bool = False):
         self.config = config
         self.static = static
-        self._build_graphs()
+        confidence = config.min_detection_confidence
+        self._landmark_model = LandmarkModel()
+        self._full_range = FaceDetector(full_range=True, min_confidence=confidence)
+        self._short_range = FaceDetector(full_range=False, min_confidence=confidence)
+        self._pose = PoseHeads() if config.pose else None
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._frame_index = 0
+        self._extra_index = 0  # video mode's next tiled or pose search
+        self._stage_ms = self._extra_ms = 0.0  # video mode's face-stage time and the part the extra searches took
         self._closed = False
-
-    def _build_graphs(self) -> None:
-        """Create the MediaPipe graphs with their native start-up and run-time warnings kept off the terminal."""
-        mp = load_mediapipe()
-        config = self.config
-        detection, mesh = mp.solutions.face_detection.FaceDetection, mp.solutions.face_mesh.FaceMesh
-        confidence = config.min_detection_confidence
-        self._full_range = _QuietGraph(partial(detection, model_selection=1, min_detection_confidence=confidence))
-        self._short_range = _QuietGraph(partial(detection, model_selection=0, min_detection_confidence=confidence))
-        self._crop_mesh = _QuietGraph(
-            partial(mesh, static_image_mode=True, max_num_faces=2, min_detection_confidence=confidence)
-        )
-        self._mesh = None
-        if not self.static:
-            self._mesh = _QuietGraph(
-                partial(
-                    mesh,
-                    static_image_mode=False,
-                    max_num_faces=max(1, min(config.mesh_max_faces, config.max_faces)),
-                    min_detection_confidence=confidence,
-                    min_tracking_confidence=config.min_tracking_confidence,
-                )
-            )
 
     def __enter__(self) -> FaceAnalyzer:
         return self
@@ -257,17 +232,17 @@ class FaceAnalyzer:
         if self._closed:
             return
         self._closed = True
-        for graph in (self._full_range, self._short_range, self._crop_mesh, self._mesh):
+        for graph in (self._landmark_model, self._full_range, self._short_range, self._pose):
             if graph is not None:
                 graph.close()
 
     def reset(self) -> None:
-        """Forget all tracks and the face mesh's tracking state: a new video starts, its ids start again at 0."""
+        """Forget all tracks: a new video starts, its ids start again at 0 and its first frame is searched fully."""
         self._tracks = []
         self._next_id = 0
         self._frame_index = 0
-        if self._mesh is not None:
-            self._mesh.reset()
+        self._extra_index = 0  # video mode's next tiled or pose search
+        self._stage_ms = self._extra_ms = 0.0
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         rgb = to_rgb(frame)
@@ -278,16 +253,14 @@ class FaceAnalyzer:
             rgb = cv2.resize(rgb, (round(w * shrink), round(h * shrink)), interpolation=cv2.INTER_AREA)
             factor[:] = w / rgb.shape[1], h / rgb.shape[0], w / rgb.shape[1]
         if self.static:
-            candidates = self._detect_new(rgb, [])
-            candidates = self._keep_largest(self._suppress(candidates))
-            faces = sorted(candidates, key=lambda c: c.box[0] + c.box[2] / 2)
+            faces = sorted(self._find(rgb), key=lambda c: c.box[0] + c.box[2] / 2)
             tracked = [(i, c, c.score) for i, c in enumerate(faces)]
         else:
             tracked = self._track(rgb)
         self._frame_index += 1
         return [self._face(frame, track_id, c, score, factor) for track_id, c, score in tracked]
 
-    def _face(self, frame: np.ndarray, track_id: int, candidate: _Candidate, score: float, factor: np.ndarray) -> Face:
+    def _face(self, frame: np.ndarray, track_id: int, candidate: _Candidate, score, factor: np.ndarray) -> Face:
         landmarks = candidate.landmarks * factor
         h, w = frame.shape[:2]
         x0, y0 = np.floor(landmarks[:, :2].min(axis=0)).astype(int)
@@ -297,114 +270,150 @@ class FaceAnalyzer:
         return Face(
             track_id=track_id,
             box=(x0, y0, x1 - x0, y1 - y0),
-            score=float(score),
+            score=float(self.config.min_detection_confidence if score is None else score),
             landmarks=landmarks,
             frame=frame,
             crop_size=self.config.crop_size,
             margin=self.config.margin,
+            source=candidate.source,
         )
+
+    def _find(self, rgb: np.ndarray) -> list[_Candidate]:
+        """Every face of an image: all searches, then the ones for a face that fills the image if none found one."""
+        if self.config.cropped:
+            return self._whole_image(rgb, "cropped")
+        found: list[_Candidate] = []
+        for search in self._searches(rgb.shape[1], rgb.shape[0]):
+            self._confirm_all(rgb, self._run_search(rgb, search), found)
+        if not found:
+            h, w = rgb.shape[:2]
+            pad = round(max(h, w) * _PAD)
+            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+            for detector in (self._short_range, self._full_range):
+                self._confirm_all(rgb, [p.moved(-pad, -pad, 1.0, "padded") for p in detector(padded)], found)
+        return self._keep_largest(found or self._whole_image(rgb, "whole-image"))
+
+    def _searches(self, width: int, height: int) -> list[_Search]:
+        """Every search of an image this size, whole-frame detectors first, then tiles, then pose regions."""
+        whole = (0, 0, width, height)
+        return [(d, whole, "detector") for d in self._detectors] + sorted(
+            self._extra_searches(width, height), key=lambda search: search[2] == "pose"
+        )
+
+    def _extra_searches(self, width: int, height: int) -> list[_Search]:
+        """The tiled and pose searches of a frame this size, a pose region after every two tiles: video mode runs
+        them in this order, one at a time."""
+        tiles = [(d, r, "tiled") for r in _tile_regions(width, height, self.config.tile_grid) for d in self._detectors]
+        poses = [(self._pose, r, "pose") for r in _halves(width, height)] if self._pose is not None else []
+        order: list[_Search] = []
+        for k in range(max(-(-len(tiles) // 2), len(poses))):
+            order += tiles[2 * k : 2 * k + 2]
+            order += [poses[k % len(poses)]] if poses else []
+        return order
+
+    @property
+    def _detectors(self) -> tuple[FaceDetector, FaceDetector]:
+        return self._full_range, self._short_range
+
+    def _run_search(self, rgb: np.ndarray, search: _Search) -> list[Proposal]:
+        """One search on its region of the image, its proposals in the image's px and named by the search."""
+        model, (x0, y0, x1, y1), source = search
+        if (x1 - x0, y1 - y0) == rgb.shape[1::-1]:
+            proposals = model(rgb)
+        else:
+            proposals = model(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        return [p.moved(x0, y0, 1.0, source) for p in proposals]
+
+    def _confirm_all(self, rgb: np.ndarray, proposals: list[Proposal], found: list[_Candidate]) -> None:
+        """Add to `found` each proposal the landmark model confirms as a face not yet found."""
+        for proposal in sorted(proposals, key=lambda p: -(p.score or 0.0)):
+            owner = next((c for c in found if _same_face(proposal.box, c.box)), None)
+            if owner is not None:
+                if proposal.score is not None and _iou(proposal.box, owner.box) > _NMS_IOU:
+                    owner.score = max(proposal.score, owner.score or 0.0)
+                continue
+            landmarks = self._landmarks(rgb, proposal.roi)
+            if landmarks is None:
+                continue
+            candidate = _Candidate(landmarks, proposal.source, proposal.score)
+            if not any(_same_face(candidate.box, c.box) for c in found):
+                found.append(candidate)
+
+    def _landmarks(self, rgb: np.ndarray, roi: Roi) -> np.ndarray | None:
+        """The landmark model at a proposed region, then once more at the region its answer gives: a face fitted
+        from a loose or shifted region settles on the face (or is given up), as the face mesh's tracking does over
+        two frames."""
+        landmarks = self._landmark_model(rgb, roi)
+        if landmarks is not None:
+            landmarks = self._landmark_model(rgb, Roi.of_landmarks(landmarks))
+        return landmarks
+
+    def _whole_image(self, rgb: np.ndarray, source: str) -> list[_Candidate]:
+        """The one face that fills the image, if the landmark model sees one there."""
+        h, w = rgb.shape[:2]
+        for scale in _WHOLE_IMAGE_SCALES:
+            landmarks = self._landmarks(rgb, Roi(w / 2, h / 2, max(w, h) * scale))
+            if landmarks is not None:
+                return [_Candidate(landmarks, source)]
+        return []
 
     def _track(self, rgb: np.ndarray) -> list[tuple[int, _Candidate, float]]:
-        h, w = rgb.shape[:2]
-        result = self._mesh.process(rgb)
-        candidates = [_Candidate(_mesh_landmarks(f, w, h), from_mesh=True) for f in result.multi_face_landmarks or []]
+        """Follow every track from its last landmarks, then search for new faces: everything on the first frame; a
+        whole-frame detector (full and short range in turn) every `redetect_every` frames, or every frame while no
+        face is followed; a tiled or pose step whenever those have used less than `search_share` of the time."""
+        if self.config.cropped:
+            return self._match(self._whole_image(rgb, "cropped"))
+        start = time.perf_counter()
+        candidates = []
         for track in self._tracks:
-            if any(_iou(track.box, c.box) > _NMS_IOU for c in candidates):
-                continue
-            found = self._mesh_around(rgb, track.box)
-            if found is not None:
-                candidates.append(found)
-        is_new = [all(_iou(c.box, t.box) < self.config.match_iou for t in self._tracks) for c in candidates]
-        every = max(1, self.config.redetect_every)
-        if any(is_new):
-            candidates += self._detect_new(rgb, candidates)
-        elif self._frame_index % every == 0:
-            detector = self._short_range if self._frame_index // every % 2 else self._full_range
-            candidates += self._detect_new(rgb, candidates, (detector,))
-        candidates = self._keep_largest(self._suppress(candidates))
-        return self._match(candidates)
+            landmarks = self._landmark_model(rgb, Roi.of_landmarks(track.landmarks))
+            if landmarks is not None:
+                candidates.append(_Candidate(landmarks, track.source, track=track))
+        candidates = _distinct(candidates, lambda c: c.box)
+        if self._frame_index == 0:
+            return self._match(self._keep_largest(candidates + self._find(rgb)))
+        every = self.config.redetect_every
+        if not candidates or self._frame_index % every == 0:
+            detector = self._detectors[self._frame_index // every % 2]
+            self._confirm_all(rgb, detector(rgb), candidates)
+        extras = self._extra_searches(rgb.shape[1], rgb.shape[0])
+        if extras and self._extra_ms <= self.config.search_share * self._stage_ms:
+            extra_start = time.perf_counter()
+            self._confirm_all(rgb, self._run_search(rgb, extras[self._extra_index % len(extras)]), candidates)
+            self._extra_index += 1
+            self._extra_ms += (time.perf_counter() - extra_start) * 1000.0
+        self._stage_ms += (time.perf_counter() - start) * 1000.0
+        return self._match(self._keep_largest(candidates))
 
     def _match(self, candidates: list[_Candidate]) -> list[tuple[int, _Candidate, float]]:
-        pairs = sorted(
-            ((_iou(t.box, c.box), ti, ci) for ti, t in enumerate(self._tracks) for ci, c in enumerate(candidates)),
-            reverse=True,
-        )
-        track_of: dict[int, _Track] = {}
-        used: set[int] = set()
-        for iou, ti, ci in pairs:
-            if iou < self.config.match_iou:
-                break
-            if ti in used or ci in track_of:
-                continue
-            used.add(ti)
-            track_of[ci] = self._tracks[ti]
-        survivors = []
-        for ti, track in enumerate(self._tracks):
-            if ti not in used:
-                track.missed += 1
-                if track.missed <= self.config.max_missed:
-                    survivors.append(track)
-        out = []
-        for ci, c in enumerate(candidates):
-            track = track_of.get(ci)
-            if track is None:
-                score = c.score if c.score is not None else self.config.min_detection_confidence
-                track = _Track(self._next_id, c.box, score)
-                self._next_id += 1
-            track.box, track.missed = c.box, 0
+        """Give each candidate a track: the one it was followed from, else a lost track it overlaps, else a new one."""
+        followed = {id(c.track) for c in candidates if c.track is not None}
+        lost = [t for t in self._tracks if id(t) not in followed]
+        out, live = [], []
+        for c in candidates:
+            track = c.track or self._recover(lost, c) or self._new_track(c)
+            track.landmarks, track.missed = c.landmarks, 0
             if c.score is not None:
                 track.score = c.score
-            survivors.append(track)
+            live.append(track)
             out.append((track.track_id, c, track.score))
-        self._tracks = survivors
+        for track in lost:
+            track.missed += 1
+        self._tracks = live + [t for t in lost if t.missed <= self.config.max_missed]
         return sorted(out, key=lambda item: item[0])
 
-    def _detect_new(self, rgb: np.ndarray, known: list[_Candidate], detectors: tuple = ()) -> list[_Candidate]:
-        """Run the detectors (default both); give known faces their score and mesh detections that are new faces."""
-        h, w = rgb.shape[:2]
-        detections = []
-        for detector in detectors or (self._full_range, self._short_range):
-            for d in detector.process(rgb).detections or []:
-                b = d.location_data.relative_bounding_box
-                detections.append((float(d.score[0]), (b.xmin * w, b.ymin * h, b.width * w, b.height * h)))
-        detections.sort(key=lambda d: d[0], reverse=True)
-        new = []
-        for score, box in _greedy_nms(detections, lambda d: d[1]):
-            owner = max(known + new, key=lambda c: _iou(box, c.box), default=None)
-            if owner is not None and _iou(box, owner.box) > _NMS_IOU:
-                owner.score = max(score, owner.score or 0.0)
-                continue
-            found = self._mesh_around(rgb, box)
-            if found is not None:
-                found.score = score
-                new.append(found)
-        return new
-
-    def _mesh_around(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> _Candidate | None:
-        """Face mesh on a square crop `roi_scale` times the box around it; the mesh face that overlaps the box."""
-        x, y, bw, bh = box
-        side = max(bw, bh, 1.0) * self.config.roi_scale
-        scale = _MESH_INPUT / side
-        matrix = np.array(
-            [[scale, 0.0, _MESH_INPUT / 2 - scale * (x + bw / 2)], [0.0, scale, _MESH_INPUT / 2 - scale * (y + bh / 2)]]
-        )
-        crop = cv2.warpAffine(rgb, matrix, (_MESH_INPUT, _MESH_INPUT), flags=cv2.INTER_LINEAR)
-        result = self._crop_mesh.process(crop)
-        best, best_iou = None, _NMS_IOU
-        for f in result.multi_face_landmarks or []:
-            points = _mesh_landmarks(f, _MESH_INPUT, _MESH_INPUT)
-            points[:, :2] = (points[:, :2] - matrix[:, 2].astype(np.float32)) / np.float32(scale)
-            points[:, 2] /= np.float32(scale)
-            candidate = _Candidate(points)
-            overlap = _iou(candidate.box, box)
-            if overlap > best_iou:
-                best, best_iou = candidate, overlap
+    def _recover(self, lost: list[_Track], candidate: _Candidate) -> _Track | None:
+        """The lost track whose last box the candidate overlaps by match_iou or more (taken out of `lost`)."""
+        best = max(lost, key=lambda t: _iou(t.box, candidate.box), default=None)
+        if best is None or _iou(best.box, candidate.box) < self.config.match_iou:
+            return None
+        lost.remove(best)
         return best
 
-    def _suppress(self, candidates: list[_Candidate]) -> list[_Candidate]:
-        """Drop duplicates of the same face: mesh-tracked faces first, then by score."""
-        order = sorted(candidates, key=lambda c: (not c.from_mesh, -(c.score or 0.0)))
-        return _greedy_nms(order, lambda c: c.box)
+    def _new_track(self, candidate: _Candidate) -> _Track:
+        score = candidate.score if candidate.score is not None else self.config.min_detection_confidence
+        self._next_id += 1
+        return _Track(self._next_id - 1, candidate.landmarks, score, candidate.source)
 
     def _keep_largest(self, candidates: list[_Candidate]) -> list[_Candidate]:
         return sorted(candidates, key=lambda c: c.box[2] * c.box[3], reverse=True)[: self.config.max_faces]

@@ -117,8 +117,8 @@ def _image_records(
 def demo_photo() -> Path:
     """The demo's photo: the portrait of Grace Hopper that matplotlib (a MediaPipe dependency) ships as sample data.
 
-    A frontal face the tool reads right (neutral). ultralytics' `zidane.jpg`, used before, has a shouting face turned
-    too far for the face stage (found in 2 of 72 frames) and a second one it misreads as sad.
+    A frontal face the tool reads right (neutral). ultralytics' `zidane.jpg`, used before, has a second face, a man
+    looking on, that the FER2013 network misreads as sad.
     """
     import matplotlib
 

@@ -152,6 +152,7 @@ class EmotionRecognizer:
                     raw_valence=float(va[0]),
                     raw_arousal=float(va[1]),
                     landmarks=face.landmarks,
+                    source=face.source,
                 )
             )
         return results

@@ -32,6 +32,7 @@ class FaceResult:
     raw_valence: float
     raw_arousal: float
     landmarks: np.ndarray | None = None  # (L, 3) px, for drawing; not exported
+    source: str = "detector"  # how the face stage first found this face (emotion.face.SOURCES)
 
     @property
     def emotion(self) -> str:
@@ -56,6 +57,7 @@ class FaceResult:
         return {
             "id": self.track_id,
             "box": [int(v) for v in self.box],
+            "source": self.source,
             "emotion": _label(self.probabilities),
             "confidence": _r(self.confidence),
             "probabilities": {name: _r(p) for name, p in zip(LABELS, self.probabilities)},

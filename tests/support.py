@@ -1,5 +1,6 @@
 """What the tests (and the benchmarks) share: where the shared data is, the real command line in a subprocess and
-its error contract, small clips, and a private Xvfb display with xdotool."""
+its error contract, small clips, a private Xvfb display with xdotool, and the face-recall cases (the zooming
+zidane.jpg clip, images without faces, a mosaic of 20 faces)."""
 
 import os
 import random
@@ -123,3 +124,77 @@ def read_frames(path) -> list[np.ndarray]:
         frames.append(frame)
     cap.release()
     return frames
+
+
+def zidane_frames(frames: int = 72) -> list[np.ndarray]:
+    """The clip the demo used to make: 72 frames, 960x540, slowly zooming into ultralytics' `zidane.jpg`."""
+    import ultralytics
+
+    still = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))
+    h, w = still.shape[:2]
+    size = (960, 540)
+    out = []
+    for i in range(frames):
+        zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
+        cw, ch = w / zoom, h / zoom
+        x0, y0 = (w - cw) * 0.55, (h - ch) * 0.3
+        m = np.float32([[size[0] / cw, 0, -x0 * size[0] / cw], [0, size[1] / ch, -y0 * size[1] / ch]])
+        out.append(cv2.warpAffine(still, m, size, flags=cv2.INTER_LINEAR))
+    return out
+
+
+def nonface_images(count: int = 40, seed: int = 0) -> list[np.ndarray]:
+    """Images without a face: noise, smooth noise, stripes, shapes, text and blurred colour fields."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        h, w = int(rng.integers(120, 720)), int(rng.integers(120, 960))
+        kind = i % 5
+        if kind == 0:
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        elif kind == 1:
+            small = rng.integers(0, 256, (max(h // 40, 2), max(w // 40, 2), 3), dtype=np.uint8)
+            image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        elif kind == 2:
+            period = int(rng.integers(4, 40))
+            stripes = ((np.arange(w) // period) % 2 * 255).astype(np.uint8)
+            image = np.repeat(np.tile(stripes, (h, 1))[:, :, None], 3, axis=2)
+        elif kind == 3:
+            image = np.full((h, w, 3), rng.integers(0, 256, 3), np.uint8)
+            for _ in range(12):
+                center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+                color = tuple(int(c) for c in rng.integers(0, 256, 3))
+                cv2.circle(image, center, int(rng.integers(5, max(6, min(h, w) // 3))), color, -1)
+        else:
+            image = np.full((h, w, 3), 235, np.uint8)
+            for row in range(20, h, 30):
+                cv2.putText(image, "emotion recall " * 4, (5, row), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (20, 20, 20), 2)
+        images.append(image)
+    return images
+
+
+def crowd_frames(faces: int, frames: int) -> list[np.ndarray]:
+    """A synthetic clip of `faces` real faces tiled from the shared photos, drifting by a pixel per frame."""
+    from emotion.face import FaceAnalyzer, FaceConfig
+    from emotion.io.files import read_image
+
+    tiles = []
+    with FaceAnalyzer(FaceConfig(max_faces=20), static=True) as analyzer:
+        for name in sorted(p.name for p in (SHARED / "images").iterdir()):
+            image = read_image(SHARED / "images" / name)
+            for face in analyzer(image):
+                x, y, w, h = face.box
+                side = int(max(w, h) * 1.5)
+                cx, cy = x + w // 2, y + h // 2
+                x0, y0 = max(cx - side // 2, 0), max(cy - side // 2, 0)
+                tile = image[y0 : y0 + side, x0 : x0 + side]
+                if min(tile.shape[:2]) >= 48:
+                    tiles.append(cv2.resize(tile, (160, 160), interpolation=cv2.INTER_AREA))
+    cols = 5
+    rows = -(-faces // cols)
+    canvas = np.full((rows * 180 + 40, cols * 180 + 40, 3), 90, np.uint8)
+    for i in range(faces):
+        r, c = divmod(i, cols)
+        canvas[20 + r * 180 : 20 + r * 180 + 160, 20 + c * 180 : 20 + c * 180 + 160] = tiles[i % len(tiles)]
+    shifts = [np.float32([[1, 0, (i % 8) - 4], [0, 1, (i % 6) - 3]]) for i in range(frames)]
+    return [cv2.warpAffine(canvas, m, canvas.shape[1::-1], borderMode=cv2.BORDER_REPLICATE) for m in shifts]

@@ -129,6 +129,20 @@ def test_image_line_says_what_the_number_is():
     assert re.search(r"neutral.jpeg: face #0 neutral \(probability 0\.\d\d\)$", proc.stdout.strip()), proc.stdout
 
 
+@needs_shared
+def test_cropped_images_are_one_face_each(tmp_path):
+    """--cropped: a tight crop is its face (source "cropped" in the JSON); a picture of sky has none."""
+    image = cv2.imread(str(SHARED / "images" / "happy-baby.jpeg"))
+    cv2.imwrite(str(tmp_path / "crop.png"), image[130:480, 470:780])  # the face, which the detectors find at 489, 157
+    cv2.imwrite(str(tmp_path / "sky.png"), np.full((120, 120, 3), (235, 200, 150), np.uint8))
+    proc = cli("--image", tmp_path / "crop.png", tmp_path / "sky.png", "--cropped", "--json", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    records = {Path(r["image"]).name: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert [f["source"] for f in records["crop.png"]["faces"]] == ["cropped"]
+    assert records["crop.png"]["faces"][0]["emotion"] == "happy"
+    assert records["sky.png"]["faces"] == []
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
