@@ -204,8 +204,6 @@ class Pipeline:
         """Model, smoothing, sinks, drawing and the frame hook for one frame (on the model thread when threaded)."""
         result = self.rec.classify(cap.frame, faces, cap.index, cap.time)
         self.summary.add(result)
-        for out in self.outputs:
-            out.write_result(result)
         image = cap.frame
         if self.draw:
             with self.rec.timer("draw"):
@@ -213,8 +211,11 @@ class Pipeline:
                     self.objects.submit(image, cap.index)
                     draw_boxes(image, self.objects.boxes, self.objects.names)
                 draw_frame(image, result, self.overlay, status=self.status() if self.status else None)
+        with signals_held():  # inline on the main thread, a stop between the two writes lost the frame's video frame
             for out in self.outputs:
-                out.write_frame(image, cap.time)
+                out.write_result(result)
+                if self.draw:
+                    out.write_frame(image, cap.time)
         if self.on_frame is not None and not self.on_frame(cap, result, image):
             self._stop = True
         self.summary.latency_ms.append((time.perf_counter() - cap.captured_at) * 1000.0)
