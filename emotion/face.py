@@ -214,12 +214,8 @@ class FaceAnalyzer:
         self._full_range = FaceDetector(full_range=True, min_confidence=confidence)
         self._short_range = FaceDetector(full_range=False, min_confidence=confidence)
         self._pose = PoseHeads() if config.pose else None
-        self._tracks: list[_Track] = []
-        self._next_id = 0
-        self._frame_index = 0
-        self._extra_index = 0  # video mode's next tiled or pose search
-        self._stage_ms = self._extra_ms = 0.0  # video mode's face-stage time and the part the extra searches took
         self._closed = False
+        self.reset()
 
     def __enter__(self) -> FaceAnalyzer:
         return self
@@ -238,11 +234,11 @@ class FaceAnalyzer:
 
     def reset(self) -> None:
         """Forget all tracks: a new video starts, its ids start again at 0 and its first frame is searched fully."""
-        self._tracks = []
+        self._tracks: list[_Track] = []
         self._next_id = 0
         self._frame_index = 0
         self._extra_index = 0  # video mode's next tiled or pose search
-        self._stage_ms = self._extra_ms = 0.0
+        self._stage_ms = self._extra_ms = 0.0  # video mode's face-stage time and the part the extra searches took
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         rgb = to_rgb(frame)
@@ -290,7 +286,7 @@ class FaceAnalyzer:
             pad = round(max(h, w) * _PAD)
             padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
             for detector in (self._short_range, self._full_range):
-                self._confirm_all(rgb, [p.moved(-pad, -pad, 1.0, "padded") for p in detector(padded)], found)
+                self._confirm_all(rgb, [p.moved(-pad, -pad, "padded") for p in detector(padded)], found)
         return self._keep_largest(found or self._whole_image(rgb, "whole-image"))
 
     def _searches(self, width: int, height: int) -> list[_Search]:
@@ -322,7 +318,7 @@ class FaceAnalyzer:
             proposals = model(rgb)
         else:
             proposals = model(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-        return [p.moved(x0, y0, 1.0, source) for p in proposals]
+        return [p.moved(x0, y0, source) for p in proposals]
 
     def _confirm_all(self, rgb: np.ndarray, proposals: list[Proposal], found: list[_Candidate]) -> None:
         """Add to `found` each proposal the landmark model confirms as a face not yet found."""

@@ -139,16 +139,11 @@ class Proposal:
     source: str  # which search found it: detector, tiled, pose, padded, whole-image, cropped
     score: float | None = None  # [0, 1], the face detector's score; None when no face detector found it
 
-    def moved(self, dx: float, dy: float, scale: float, source: str) -> Proposal:
-        """This proposal from an image cut at (dx, dy) and resized by `scale`, in the original image's px."""
+    def moved(self, dx: float, dy: float, source: str) -> Proposal:
+        """This proposal from an image cut at (dx, dy), in the original image's px and named by `source`."""
         x, y, w, h = self.box
         r = self.roi
-        return Proposal(
-            (x / scale + dx, y / scale + dy, w / scale, h / scale),
-            Roi(r.cx / scale + dx, r.cy / scale + dy, r.side / scale, r.angle),
-            source,
-            self.score,
-        )
+        return Proposal((x + dx, y + dy, w, h), Roi(r.cx + dx, r.cy + dy, r.side, r.angle), source, self.score)
 
 
 _LANDMARK_RECORD = np.dtype(
