@@ -4,6 +4,7 @@ canonical pose (no translation, scale or roll). Pure numpy and OpenCV, shared by
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -37,25 +38,34 @@ def _eye_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return (left + right) / 2.0, rotation, math.hypot(dx, dy)
 
 
-def crop_square(landmarks: np.ndarray, margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray, np.ndarray, float]:
-    """The crop square in eye-level coordinates: rotation (2, 2) from image px, its centre (2,) and side in px.
+def crop_square(
+    landmarks: np.ndarray, margin: float = DEFAULT_MARGIN, framing: str = "brows", rotate: bool = True
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The crop square in (eye-level, or with `rotate` False image-axis) coordinates: rotation (2, 2) from image px,
+    its centre (2,) and side in px.
 
-    The tight square spans from the top of the brows to the chin vertically and cheek to cheek horizontally
-    (whichever is longer), centred on both spans; `margin` widens its side by that fraction.
+    framing "brows": the tight square spans from the top of the brows to the chin vertically and cheek to cheek
+    horizontally (whichever is longer), centred on both spans; "mesh": the square around all the landmarks (the
+    forehead included). `margin` widens its side by that fraction.
     """
-    _, rotation, _ = _eye_frame(landmarks)
+    rotation = _eye_frame(landmarks)[1] if rotate else np.eye(2)
     level = landmarks[:, :2].astype(np.float64) @ rotation.T
-    top = level[list(BROWS), 1].min()
-    bottom = level[CHIN, 1]
-    left, right = np.sort(level[list(CHEEKS), 0])
+    if framing == "mesh":
+        (left, top), (right, bottom) = level.min(axis=0), level.max(axis=0)
+    else:
+        top = level[list(BROWS), 1].min()
+        bottom = level[CHIN, 1]
+        left, right = np.sort(level[list(CHEEKS), 0])
     centre = np.array([(left + right) / 2.0, (top + bottom) / 2.0])
     side = max(bottom - top, right - left, 1.0) * (1.0 + margin)
     return rotation, centre, float(side)
 
 
-def crop_matrix(landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+def crop_matrix(
+    landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_MARGIN, framing: str = "brows", rotate: bool = True
+) -> np.ndarray:
     """The (2, 3) affine from image px to px of the (size, size) crop of `align_crop`, e.g. to draw landmarks on it."""
-    rotation, centre, side = crop_square(landmarks, margin)
+    rotation, centre, side = crop_square(landmarks, margin, framing, rotate)
     scale = size / side
     matrix = np.zeros((2, 3))
     matrix[:, :2] = scale * rotation
@@ -64,7 +74,13 @@ def crop_matrix(landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_M
 
 
 def align_crop(
-    image: np.ndarray, landmarks: np.ndarray, size: int = 64, margin: float = DEFAULT_MARGIN, color: bool = False
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    size: int = 64,
+    margin: float = DEFAULT_MARGIN,
+    color: bool = False,
+    framing: str = "brows",
+    rotate: bool = True,
 ) -> np.ndarray:
     """Eye-level square crop framed brows to chin (FER2013 style): (size, size) gray, or (size, size, 3) BGR if color.
 
@@ -72,7 +88,7 @@ def align_crop(
     One affine (rotation, scale, translation, see `crop_matrix`) maps the square to the output; a face much larger
     than the output is first shrunk with INTER_AREA so the result is not aliased. Borders are replicated.
     """
-    matrix = crop_matrix(landmarks, size, margin)
+    matrix = crop_matrix(landmarks, size, margin, framing, rotate)
     corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
     source = corners @ cv2.invertAffineTransform(matrix).T
     h, w = image.shape[:2]
@@ -91,6 +107,27 @@ def align_crop(
     region = np.ascontiguousarray(region)
     flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
     return cv2.warpAffine(region, matrix @ to_image, (size, size), flags=flags, borderMode=border)
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a model sees a face: the square crop of `align_crop` with these settings (a model's config holds them)."""
+
+    size: int = 64  # px, side of the square
+    in_chans: int = 1  # 1: grayscale, 3: BGR
+    margin: float = DEFAULT_MARGIN  # fraction of the square's side added around the face
+    framing: str = "brows"  # "brows": brows to chin and cheek to cheek; "mesh": around all the landmarks
+    rotate: bool = True  # eyes level
+
+    @classmethod
+    def of(cls, config) -> CropSpec:
+        """The crop a config with crop_size, in_chans, crop_margin, crop_framing and crop_rotate (a ModelConfig or a
+        training PrepConfig) asks for."""
+        return cls(config.crop_size, config.in_chans, config.crop_margin, config.crop_framing, config.crop_rotate)
+
+    def __call__(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """(size, size) uint8 gray, or (size, size, 3) BGR for in_chans 3."""
+        return align_crop(image, landmarks, self.size, self.margin, self.in_chans == 3, self.framing, self.rotate)
 
 
 def canonical_landmarks(landmarks: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from emotion.graphs import (
 )
 from emotion.imaging import to_rgb
 
-__all__ = ["LANDMARK_COUNT", "SOURCES", "Face", "FaceAnalyzer", "FaceConfig", "face_crop", "load_mediapipe"]
+__all__ = ["LANDMARK_COUNT", "SOURCES", "Face", "FaceAnalyzer", "FaceConfig", "load_mediapipe"]
 
 SOURCES = ("detector", "tiled", "pose", "padded", "whole-image", "cropped")
 """How a face was first found (Face.source, "source" in the JSON), most direct first; see the module's docstring."""
@@ -106,13 +106,6 @@ class Face:
     def crop(self) -> np.ndarray:
         """(S, S) uint8 grayscale, eyes level, brows to chin (see emotion.align.align_crop)."""
         return align_crop(self.frame, self.landmarks, self.crop_size, self.margin)
-
-
-def face_crop(frame: np.ndarray, face: Face, crop_size: int, in_chans: int) -> np.ndarray:
-    """The face's aligned crop at a model's size: (S, S) uint8 gray for in_chans 1, (S, S, 3) BGR for 3."""
-    if in_chans == 1 and face.crop.shape[:2] == (crop_size, crop_size):
-        return face.crop
-    return align_crop(frame, face.landmarks, size=crop_size, color=in_chans == 3)
 
 
 @dataclass

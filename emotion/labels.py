@@ -26,3 +26,8 @@ and arousal are the probability-weighted mean of these points."""
 def circumplex_matrix() -> list[list[float]]:
     """The coordinates as a (7, 2) nested list in LABELS order, for tensors and arrays."""
     return [list(CIRCUMPLEX[name]) for name in LABELS]
+
+
+FER2013_TRAIN_COUNTS: tuple[int, ...] = (3995, 436, 4097, 7215, 4965, 4830, 3171)
+"""Images per category, in LABELS order, of the FER2013 training split (28,709 images; Goodfellow et al.,
+"Challenges in representation learning", ICONIP 2013) that the shipped frame network learned from: its prior."""

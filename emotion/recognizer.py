@@ -14,7 +14,8 @@ from typing import Iterator
 import numpy as np
 
 from emotion.device import resolve_device
-from emotion.face import Face, FaceAnalyzer, FaceConfig, face_crop, load_mediapipe
+from emotion.align import CropSpec
+from emotion.face import Face, FaceAnalyzer, FaceConfig, load_mediapipe
 from emotion.model import CheckpointError, crops_to_tensor, default_model, load_checkpoint
 from emotion.model.export import DEFAULT_ONNX, default_export_path
 from emotion.runtime import Backend, create_streamer
@@ -58,6 +59,16 @@ class StageTimer:
         self.last.clear()
 
 
+def _mean_of_views(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Two views' outputs as one: the probabilities of their mean logits (the softmax of the mean log-probability),
+    the mean valence and arousal."""
+    with np.errstate(divide="ignore"):
+        log_mean = (np.log(a["probabilities"]) + np.log(b["probabilities"])) / 2
+    probabilities = np.exp(log_mean - log_mean.max(axis=-1, keepdims=True))
+    out = {k: (a[k] + b[k]) / 2 for k in ("valence", "arousal")}
+    return {"probabilities": probabilities / probabilities.sum(axis=-1, keepdims=True), **out}
+
+
 class EmotionRecognizer:
     """Facial emotion recognition for still images, video files and live streams.
 
@@ -87,6 +98,7 @@ class EmotionRecognizer:
         except CheckpointError as exc:
             raise EmotionError(str(exc)) from None
         self.model.eval()
+        self._crop = CropSpec.of(self.model.config)
         exported = DEFAULT_ONNX if weights is None else default_export_path(weights, "onnx")
         self.streamer = create_streamer(self.model, self.device, backend, exported, threads)
         self.backend = self.streamer.name
@@ -109,13 +121,15 @@ class EmotionRecognizer:
             self._tracker = FaceAnalyzer(self.face_config, static=False)
         return self._tracker(frame)
 
-    def _infer(self, frame: np.ndarray, faces: list[Face], state) -> dict[str, np.ndarray]:
-        """One batched model call for all faces of a frame: probabilities (N, 7), valence (N,), arousal (N,)."""
+    def _infer(self, frame: np.ndarray, faces: list[Face], state, mirrored: bool = False) -> dict[str, np.ndarray]:
+        """One batched model call for all faces of a frame: probabilities (N, 7), valence (N,), arousal (N,); with
+        `mirrored` of the crops flipped left to right."""
         if not faces:
             return {"probabilities": np.zeros((0, 7)), "valence": np.zeros(0), "arousal": np.zeros(0)}
-        size, chans = self.model.config.crop_size, self.model.config.in_chans
         with self.timer("crop/align"):
-            crops = np.stack([face_crop(frame, f, size, chans) for f in faces])
+            crops = np.stack([self._crop(frame, f.landmarks) for f in faces])
+            if mirrored:
+                crops = np.ascontiguousarray(crops[:, :, ::-1])
             crops = crops_to_tensor(crops, self.model.backbone.pretrained_cfg).numpy()
             landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
         with self.timer("model"):
@@ -184,6 +198,8 @@ class EmotionRecognizer:
         with self.timer("face"):
             faces = self._faces(image, static=True)
         outputs = self._infer(image, faces, self.streamer.init_state())
+        if self.model.config.flip_images and faces:
+            outputs = _mean_of_views(outputs, self._infer(image, faces, self.streamer.init_state(), mirrored=True))
         return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False))
 
     def reset(self) -> None:

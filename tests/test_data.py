@@ -188,7 +188,7 @@ def _read_frames(path: Path, start: int, stop: int) -> list[np.ndarray]:
 
 def test_preprocess_real_clips_caches_tracks_and_skips_bad_ones(tmp_path, shared_data):
     from emotion.face import FaceAnalyzer, FaceConfig
-    from emotion.face import face_crop
+    from emotion.align import CropSpec
 
     videos = shared_data / "videos"
     face = _write_clip(tmp_path / "d" / "happy" / "face.mp4", _read_frames(videos / "single_face.mp4", 30, 42), 30)
@@ -212,7 +212,7 @@ def test_preprocess_real_clips_caches_tracks_and_skips_bad_ones(tmp_path, shared
             frame = cap.read()[1]
             found = analyzer(frame)
             if i in (0, 11):  # the recognizer's crop of the same frame, bit for bit
-                np.testing.assert_array_equal(crops[i], face_crop(frame, found[0], 64, 1))
+                np.testing.assert_array_equal(crops[i], CropSpec()(frame, found[0].landmarks))
                 np.testing.assert_allclose(landmarks[i], found[0].landmarks_norm, atol=5e-3)
         cap.release()
     np.testing.assert_array_equal(frames, np.arange(12))

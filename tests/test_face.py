@@ -8,7 +8,7 @@ import mediapipe as mp
 import numpy as np
 import pytest
 
-from emotion.align import BROWS, CHIN, LEFT_EYE, RIGHT_EYE, align_crop, canonical_landmarks, crop_matrix
+from emotion.align import BROWS, CHIN, LEFT_EYE, RIGHT_EYE, CropSpec, align_crop, canonical_landmarks, crop_matrix
 from emotion.errors import EmotionError
 from emotion.face import LANDMARK_COUNT, SOURCES, Face, FaceAnalyzer, FaceConfig
 from emotion.recognizer import EmotionRecognizer
@@ -155,6 +155,25 @@ def test_crop_of_rotated_photo_is_eye_level_and_matches(photo_analyzer, images):
     back = np.c_[tilted.landmarks[:, :2], np.ones(LANDMARK_COUNT)] @ cv2.invertAffineTransform(rotation).T
     right, left = eye_centres(upright.landmarks)
     assert np.linalg.norm(back - upright.landmarks[:, :2], axis=1).mean() < 0.03 * np.linalg.norm(left - right)
+
+
+def test_unrotated_and_whole_mesh_framings(photo_analyzer, images):
+    """rotate=False keeps the image's axes (the tilt stays in the crop); framing "mesh" puts every landmark, the
+    forehead included, inside the square, which a margin of 0 makes touch the square's edges."""
+    image = read(images / "neutral.jpeg")
+    h, w = image.shape[:2]
+    tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0), (w, h))
+    landmarks = photo_analyzer(tilted)[0].landmarks
+    right, left = eye_centres(landmarks)
+    tilt = math.atan2(left[1] - right[1], left[0] - right[0])
+    matrix = crop_matrix(landmarks, 64, 0.1, rotate=False)
+    assert abs(matrix[0, 1]) < 1e-9 and abs(matrix[1, 0]) < 1e-9, "no rotation"
+    right, left = eye_centres(np.c_[landmarks[:, :2], np.ones(LANDMARK_COUNT)] @ matrix.T)
+    assert abs(math.atan2(left[1] - right[1], left[0] - right[0]) - tilt) < 1e-6
+    box = np.c_[landmarks[:, :2], np.ones(LANDMARK_COUNT)] @ crop_matrix(landmarks, 64, 0.0, "mesh", False).T
+    assert box.min() >= -0.5 - 1e-6 and box.max() <= 63.5 + 1e-6 and (box.min() < -0.4 or box.max() > 63.4)
+    crop = CropSpec(size=48, in_chans=3, framing="mesh", rotate=False)(tilted, landmarks)
+    assert crop.shape == (48, 48, 3) and crop.std() > 5
 
 
 def test_canonical_landmarks_remove_translation_scale_and_roll(photo_analyzer, images):

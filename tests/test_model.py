@@ -10,10 +10,9 @@ import torch
 from modeltools import CONFIGS, RESIDUAL_HEADS, clip, max_diff, model_for, needs_weights
 from torch import nn
 
-from emotion.labels import LABELS, circumplex_matrix
+from emotion.labels import FER2013_TRAIN_COUNTS, LABELS, circumplex_matrix
 from emotion.model import (
     CheckpointError,
-    ModelConfig,
     create_model,
     default_model,
     list_models,
@@ -21,6 +20,7 @@ from emotion.model import (
     save_checkpoint,
 )
 from emotion.model.backbones import load_pretrained_backbone
+from emotion.model.checkpoint import PRETRAINED_CONFIG
 
 
 def test_every_registered_model_has_a_test_config():
@@ -58,13 +58,16 @@ def test_untrained_model_outputs_frame_logits_and_circumplex_prior(name):
 
 @needs_weights
 def test_default_model_is_the_pretrained_fer2013_model():
+    """The FER2013 network's logits, adjusted by 0.75 of its training prior (PRETRAINED_CONFIG), and the circumplex
+    valence/arousal of the resulting probabilities."""
     model = default_model("cpu")
-    assert model.config == ModelConfig() and not model.training
+    assert model.config == PRETRAINED_CONFIG and not model.training
     reference = load_pretrained_backbone()
     x, lm = clip(model.config, 1, 8)
+    counts = torch.tensor(FER2013_TRAIN_COUNTS, dtype=torch.float32)
     with torch.inference_mode():
         out = model(x, lm)
-        probs = torch.softmax(reference(x[0]), -1)
+        probs = torch.softmax(reference(x[0]) - 0.75 * torch.log(counts / counts.sum()), -1)
     torch.testing.assert_close(torch.softmax(out["logits"][0], -1), probs, atol=1e-5, rtol=0)
     prior = probs @ torch.tensor(circumplex_matrix())
     torch.testing.assert_close(out["valence"][0], prior[:, 0], atol=1e-5, rtol=0)
@@ -155,6 +158,21 @@ def test_checkpoint_round_trip(tmp_path):
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "emotion-checkpoint" and payload["version"] == 1
     assert payload["labels"] == list(LABELS) and payload["config"]["temporal_kernels"] == [1, 3, 5]
+
+
+def test_checkpoint_from_before_the_crop_and_prior_settings_keeps_its_behaviour(tmp_path):
+    """A checkpoint saved before crop_*, prior_strength and flip_images existed loads with the values it was trained
+    with (eye-level brows-to-chin crop, 10 % margin, no adjustment, no mirror): the shipped model's new settings do
+    not reach a user's trained model."""
+    model = model_for("mini_xception")
+    path = save_checkpoint(tmp_path / "old.pt", model, model.config)
+    payload = torch.load(path, weights_only=True)
+    new_fields = ("crop_framing", "crop_rotate", "crop_margin", "prior_strength", "flip_images")
+    torch.save({**payload, "config": {k: v for k, v in payload["config"].items() if k not in new_fields}}, path)
+    loaded, config, _ = load_checkpoint(path, "cpu")
+    assert (config.crop_framing, config.crop_rotate, config.crop_margin) == ("brows", True, 0.1)
+    assert config.prior_strength == 0.0 and not config.flip_images
+    assert torch.count_nonzero(loaded.logit_adjustment) == 0
 
 
 def test_save_refuses_extra_that_cannot_load_weights_only(tmp_path):

@@ -1,11 +1,14 @@
 """The public Python API: what `EmotionRecognizer` accepts and how it reports what it cannot."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
-from support import assert_clean_error, cli, write_clip
+from support import SHARED, assert_clean_error, cli, needs_shared, write_clip
 
 from emotion import EmotionError, EmotionRecognizer
+from emotion.align import CropSpec
+from emotion.model import crops_to_tensor
 from emotion.device import resolve_device
 
 
@@ -48,3 +51,23 @@ def test_library_messages_name_no_flags_and_the_command_line_adds_them(tmp_path)
     assert "--" not in str(info.value) and "'cpu'" in str(info.value)
     write_clip(tmp_path / "a.avi")
     assert_clean_error(cli("--video", tmp_path / "a.avi", "--device", "cuda"), "no CUDA GPU", "--device cpu")
+
+
+@needs_shared
+def test_still_images_average_the_mirror_image_and_video_does_not(recognizer):
+    """The shipped model (flip_images): predict_image's probabilities are those of the mean logits of the crop and
+    its mirror image, computed here from the FER2013 network directly; a video step sees the crop alone."""
+    image = cv2.imread(str(SHARED / "images" / "surprised.jpeg"))
+    face = recognizer.predict_image(image).faces[0]
+    config = recognizer.model.config
+    assert config.flip_images and not config.crop_rotate and config.prior_strength == 0.75
+    landmarks = recognizer._detector(image)[0].landmarks
+    crop = CropSpec.of(config)(image, landmarks)
+    views = crops_to_tensor(np.stack([crop, crop[:, ::-1]]), recognizer.model.backbone.pretrained_cfg)
+    with torch.inference_mode():
+        logits = recognizer.model.backbone(views) + recognizer.model.logit_adjustment
+    expected = torch.softmax(logits.mean(0), -1).numpy()
+    np.testing.assert_allclose(face.raw_probabilities, expected, atol=1e-4)
+    recognizer.reset()
+    step = recognizer.step(image).faces[0]
+    np.testing.assert_allclose(step.raw_probabilities, torch.softmax(logits[0], -1).numpy(), atol=1e-4)

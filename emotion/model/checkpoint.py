@@ -133,8 +133,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), config, payload.get("extra", {})
 
 
+PRETRAINED_CONFIG = ModelConfig(crop_rotate=False, crop_margin=0.2, prior_strength=0.75, flip_images=True)
+"""The shipped model: how the FER2013 network sees faces and decides, chosen on the labelled photos and checked on
+the clips (README, "How accurate is it"): brows-to-chin crops without rotation, 20 % margin, logits adjusted by 0.75
+of the FER2013 training prior, still images averaged with their mirror image. ModelConfig()'s own defaults (eye-level
+crop, 10 % margin, no adjustment, no mirror) are what models trained before these settings used."""
+
+
 def default_model(device: str | torch.device = "cpu") -> STNet:
-    """ModelConfig() with the pretrained FER2013 backbone and untrained temporal residuals, in eval mode.
+    """PRETRAINED_CONFIG with the pretrained FER2013 backbone and untrained temporal residuals, in eval mode.
 
     Its outputs are the FER2013 model's per-frame outputs and their circumplex valence/arousal (see stnet).
     """
@@ -143,4 +150,4 @@ def default_model(device: str | torch.device = "cpu") -> STNet:
             f"{DEFAULT_WEIGHTS}: pretrained FER2013 weights missing from the installed package; reinstall "
             "emotion (in a checkout: git checkout emotion/weights)"
         )
-    return create_model(ModelConfig(), pretrained=True).to(device).eval()
+    return create_model(PRETRAINED_CONFIG, pretrained=True).to(device).eval()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from emotion.labels import LABELS, circumplex_matrix
+from emotion.labels import FER2013_TRAIN_COUNTS, LABELS, circumplex_matrix
 from emotion.model.backbones import BackboneConfig
 from emotion.model.layers import (
     DynamicChannelAttention,
@@ -28,6 +28,7 @@ from emotion.model.layers import (
 )
 
 FrameCache = dict[str, torch.Tensor]
+CROP_FRAMINGS = ("brows", "mesh")
 """Per-frame tensors the temporal head needs, keyed by CACHE_KEYS; leading dims (N,) per frame or (B, T) per clip."""
 
 CACHE_KEYS: tuple[str, ...] = ("channel_avg", "channel_max", "frame_logits", "landmark_embed")
@@ -58,6 +59,11 @@ class ModelConfig:
     dropout: float = 0.1  # dropout probability in the temporal and fusion layers (training only)
     num_classes: int = 7  # emotion categories, must equal len(LABELS)
     freeze_backbone: bool = False  # keep the backbone's weights fixed and its BatchNorm in eval mode
+    crop_framing: str = "brows"  # face crop: "brows" (brows to chin, cheek to cheek) or "mesh" (all landmarks)
+    crop_rotate: bool = True  # face crop turned so the eyes are level
+    crop_margin: float = 0.1  # fraction of the crop square's side added around the face
+    prior_strength: float = 0.0  # frame logits minus this times log(training prior of the frame network's data)
+    flip_images: bool = False  # still images: outputs averaged with those of the mirrored crop (not in video)
 
     def __post_init__(self) -> None:
         if self.num_classes != len(LABELS):
@@ -66,6 +72,8 @@ class ModelConfig:
             raise ValueError("window, lstm_window and landmark_kernel must be at least 1 frame")
         if not self.temporal_kernels or min(self.temporal_kernels) < 1:
             raise ValueError("temporal_kernels must be a non-empty tuple of positive frame counts")
+        if self.crop_framing not in CROP_FRAMINGS:
+            raise ValueError(f"crop_framing must be one of {CROP_FRAMINGS}, got {self.crop_framing!r}")
 
 
 class FrameBackbone(Protocol):
@@ -115,6 +123,8 @@ class STNet(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.register_buffer("circumplex", torch.tensor(circumplex_matrix()), persistent=False)
+        prior = torch.tensor(FER2013_TRAIN_COUNTS, dtype=torch.float32)
+        self.register_buffer("logit_adjustment", -config.prior_strength * torch.log(prior / prior.sum()), persistent=False)
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -136,7 +146,7 @@ class STNet(nn.Module):
     def encode_frames(self, x: torch.Tensor, landmarks: torch.Tensor) -> FrameCache:
         """Per-frame part (one backbone pass): crops (N, in_chans, S, S), landmarks (N, L, 3) -> FrameCache (N, ...)."""
         f = self.backbone.forward_features(x)
-        frame_logits = self.backbone.forward_head(f)
+        frame_logits = self.backbone.forward_head(f) + self.logit_adjustment
         f = self.spatial_attention(f)
         return {
             "channel_avg": reduce(f, "n c h w -> n c", "mean"),

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from emotion.align import DEFAULT_MARGIN, CropSpec
 from emotion.atomic import atomic_open
 from emotion.formats import IMAGE_SUFFIXES
 from emotion.text import plural
@@ -31,15 +32,23 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class PrepConfig:
-    """Face-stage settings of preprocessing; part of the cache key. Match the model (crop_size, in_chans).
-
-    Crops use the face stage's default margin, as the recognizer does, so training crops match inference crops.
-    """
+    """Face-stage settings of preprocessing; part of the cache key. The crop fields match the model's (`of_model`), so
+    training crops are the crops the recognizer hands the same model at inference."""
 
     crop_size: int = 64  # px, side of the cached square crops (the model's crop_size)
     in_chans: int = 1  # 1: grayscale crops, 3: BGR crops (the model's in_chans)
+    crop_margin: float = DEFAULT_MARGIN  # the model's crop_margin, crop_framing and crop_rotate (see CropSpec)
+    crop_framing: str = "brows"
+    crop_rotate: bool = True
     max_faces: int = 10  # faces per frame the face stage follows; the largest track is kept
     max_side: int = 1920  # px; longer frames are downscaled for MediaPipe, as at inference
+
+
+    @classmethod
+    def of_model(cls, config) -> PrepConfig:
+        """The preprocessing whose crops a model (its ModelConfig) takes."""
+        crop = CropSpec.of(config)
+        return cls(crop.size, crop.in_chans, crop.margin, crop.framing, crop.rotate)
 
 
 @dataclass(frozen=True)
@@ -159,9 +168,8 @@ def extract_track(source: str | Path, prep: PrepConfig, face: str = "largest") -
     """Run the face stage over a clip and keep one face: the track with the largest summed box area, or the
     left-/right-most face of each frame. -> crops (F, S, S[, 3]) uint8, landmarks (F, L, 3) float16 (normalised
     as at inference), frames (F,) int32 frame indices, total () frames read."""
-    from emotion.face import face_crop
-
     analyzer = _analyzer(prep)
+    crop = CropSpec.of(prep)
     tracks: dict[Any, dict[str, list]] = {}
     total = 0
     for index, frame in _frames_of(Path(source)):
@@ -173,7 +181,7 @@ def extract_track(source: str | Path, prep: PrepConfig, face: str = "largest") -
         for f in faces:
             key = face if face in ("left", "right") else f.track_id
             t = tracks.setdefault(key, {"crops": [], "landmarks": [], "frames": [], "area": 0.0})
-            t["crops"].append(face_crop(frame, f, prep.crop_size, prep.in_chans))
+            t["crops"].append(crop(frame, f.landmarks))
             t["landmarks"].append(f.landmarks_norm)
             t["frames"].append(index)
             t["area"] += float(f.box[2] * f.box[3])

@@ -73,7 +73,7 @@ def _evaluate(config: EvalConfig, device: torch.device) -> dict[str, Any]:
         records = [r for r in records if r.split == config.split]
         if not records:
             raise ValueError(f"no clips in split '{config.split}' of {config.data}")
-    prep = PrepConfig(crop_size=model_config.crop_size, in_chans=model_config.in_chans)
+    prep = PrepConfig.of_model(model_config)
     clips, prep_summary = preprocess(
         records, Path(config.cache_dir).expanduser(), prep, config.workers, config.progress
     )

@@ -172,7 +172,7 @@ def _build_data(config: TrainConfig, model_config: ModelConfig, env: Dist, say: 
         f"dataset {config.data} ({scan.format}): {plural(len(scan.records), 'clip')}, "
         f"{plural(len(scan.skipped), 'file')} passed over"
     )
-    prep = PrepConfig(crop_size=model_config.crop_size, in_chans=model_config.in_chans)
+    prep = PrepConfig.of_model(model_config)
     cache_dir = Path(config.cache_dir).expanduser()
     clips, summary = preprocess(
         records, cache_dir, prep, config.workers, config.progress and env.main, (env.rank, env.world)
