@@ -19,8 +19,8 @@ CIRCUMPLEX: dict[str, tuple[float, float]] = {
 (J. A. Russell, "A circumplex model of affect", J. Pers. Soc. Psychol. 39(6):1161-1178, 1980, Fig. 4), read off the
 figure and rounded to two decimals: angry = "angry", fear = "afraid", happy = "happy", sad = "sad",
 surprise = "astonished", neutral = the centre. "Disgust" is not one of Russell's 28 words; it sits between
-"annoyed" and "distressed", unpleasant and moderately aroused. Until a trained valence/arousal head exists, valence
-and arousal are the probability-weighted mean of these points."""
+"annoyed" and "distressed", unpleasant and moderately aroused. A model whose valence/arousal head is untrained (the
+default model; STNet.affect_source 'circumplex') reports the probability-weighted mean of these points."""
 
 
 def circumplex_matrix() -> list[list[float]]:

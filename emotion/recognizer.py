@@ -80,6 +80,9 @@ class EmotionRecognizer:
     PyTorch for these small per-frame batches, same outputs to 1e-4), 'onnx' insists on it, 'torch' runs eager.
     `threads` is the ONNX Runtime session's own thread count; PyTorch's, a process-wide setting, is left to the
     application (emotion.runtime.set_threads, which the command line calls).
+
+    `affect_source` says what valence/arousal are: 'circumplex', the circumplex prior of the probabilities (the
+    default model), or 'learned', heads trained with valence/arousal labels (README, "What valence and arousal are").
     """
 
     def __init__(
@@ -94,10 +97,14 @@ class EmotionRecognizer:
         self.device = resolve_device(device)
         load_mediapipe()  # before ONNX Runtime loads: loaded after it, MediaPipe's face stage ran slower (README)
         try:
-            self.model = default_model(self.device) if weights is None else load_checkpoint(weights, self.device)[0]
+            if weights is None:
+                self.model, extra = default_model(self.device), {}
+            else:
+                self.model, _, extra = load_checkpoint(weights, self.device)
         except CheckpointError as exc:
             raise EmotionError(str(exc)) from None
         self.model.eval()
+        self.affect_source: str = extra.get("affect", self.model.affect_source)
         self._crop = CropSpec.of(self.model.config)
         exported = DEFAULT_ONNX if weights is None else default_export_path(weights, "onnx")
         self.streamer = create_streamer(self.model, self.device, backend, exported, threads)

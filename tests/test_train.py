@@ -14,15 +14,23 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+from modeltools import needs_weights
 from support import ROOT, assert_clean_error, cli
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emotion.errors import EmotionError
-from emotion.model import create_model, load_checkpoint, save_checkpoint
+from emotion.io.files import read_image
+from emotion.jobs import demo_photo
+from emotion.labels import circumplex_matrix
+from emotion.model import create_model, crops_to_tensor, load_checkpoint, save_checkpoint
 from emotion.model.stnet import ModelConfig
-from emotion.training.cache import PrepConfig
+from emotion.recognizer import EmotionRecognizer
+from emotion.training.cache import PrepConfig, preprocess
+from emotion.training.datasets import load_dataset, read_va_file
 from emotion.training.evaluate import EvalConfig
 from emotion.training.evaluate import run as evaluate
 from emotion.training.objective import ccc_loss, compute_loss, lr_factor
@@ -81,6 +89,7 @@ def test_synthetic_training_learns_and_resumes(tmp_path, synthetic):
     assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
     _, config, extra = load_checkpoint(result["best"])
     assert config.backbone == "wide_cnn" and extra["train_config"]["lr"] == 3e-3
+    assert extra["affect"] == "learned"  # the manifest has valence/arousal
     assert load_checkpoint(result["last"])[2]["train_state"]["epoch"] == 4
     run_dir = Path(result["run_dir"])
     assert run_dir.name == "syn-1" and list(run_dir.glob("events.out.tfevents.*"))
@@ -135,6 +144,53 @@ def test_frozen_backbone_epochs(tmp_path, synthetic):
     assert all(torch.equal(start[k], after_frozen[k]) for k in backbone)  # weights and BatchNorm statistics
     assert not torch.equal(start["fusion.gate.weight"], after_frozen["fusion.gate.weight"])
     assert not all(torch.equal(start[k], after_free[k]) for k in backbone)
+
+
+@needs_weights
+def test_valence_arousal_labels_train_heads_that_the_recognizer_reports(tmp_path):
+    """Aff-Wild2-style clips whose valence/arousal are the opposite of their categories' circumplex points train the
+    pretrained model's affect head (frame CNN frozen, so it is quick); the checkpoint says 'learned' and
+    EmotionRecognizer reports the head, near the labels and away from the circumplex of its own probabilities, while
+    the default model reports exactly that circumplex, smoothed per track or not."""
+    root = make_synthetic_dataset(
+        tmp_path / "aw", tmp_path / "cache", 8, frames=16, affect="opposite", layout="affwild"
+    )
+    epochs = 16
+    result = run(TrainConfig(data=str(root), cache_dir=str(tmp_path / "cache"), models_dir=str(tmp_path / "models"),
+                             runs_dir=str(tmp_path / "runs"), name="aw", epochs=epochs, freeze_backbone_epochs=epochs,
+                             batch_size=8, lr=3e-3, warmup_epochs=0.5, threads=1, progress=False))  # fmt: skip
+    assert result["monitor"] == "ccc" and load_checkpoint(result["best"])[2]["affect"] == "learned"
+    circumplex = np.array(circumplex_matrix())
+    val = [c for c in preprocess(load_dataset(root).records, tmp_path / "cache", progress=False)[0]
+           if c.record.split == "val"]  # fmt: skip
+    with EmotionRecognizer(result["best"], device="cpu") as rec:
+        assert rec.affect_source == "learned" and rec.backend == "onnx"
+        state, last = rec.streamer.init_state(), []
+        for i, clip_ in enumerate(val):
+            with np.load(clip_.path) as z:
+                crops = crops_to_tensor(z["crops"], rec.model.backbone.pretrained_cfg).numpy()
+                landmarks = z["landmarks"].astype(np.float32)
+            for t in range(len(crops)):  # frame by frame: the last frame goes through the exported ONNX step
+                out = rec.streamer.step(state, crops[t : t + 1], landmarks[t : t + 1], [i])
+            last.append(out)
+        learned = np.stack([np.concatenate([o["valence"], o["arousal"]]) for o in last])
+        probs = np.concatenate([np.exp(o["logits"]) / np.exp(o["logits"]).sum(-1, keepdims=True) for o in last])
+        labels = np.stack([read_va_file(c.record.va_file)[-1] for c in val])
+        prior_error, learned_error = np.abs(probs @ circumplex - labels).mean(), np.abs(learned - labels).mean()
+        assert learned_error < 0.5 * prior_error and np.abs(learned - probs @ circumplex).mean() > 0.3
+        face = rec.predict_image(read_image(demo_photo())).faces[0]
+        assert np.abs(np.array([face.raw_valence, face.raw_arousal]) - face.raw_probabilities @ circumplex).max() > 0.05
+    photo = read_image(demo_photo())
+    with EmotionRecognizer(device="cpu") as rec:
+        assert rec.affect_source == "circumplex"
+        face = rec.predict_image(photo).faces[0]
+        assert np.abs([face.valence, face.arousal] - face.probabilities @ circumplex).max() < 1e-4
+        h, w = photo.shape[:2]
+        for m in range(0, 100, 20):  # zooming in, smoothed per track: the mapping is linear, so the shown values hold
+            face = rec.step(cv2.resize(photo[m : h - m, m : w - m], (w, h))).faces[0]
+            assert np.abs([face.valence, face.arousal] - face.probabilities @ circumplex).max() < 1e-4
+            assert np.abs([face.raw_valence, face.raw_arousal] - face.raw_probabilities @ circumplex).max() < 1e-4
+        assert np.abs(face.valence - face.raw_valence) > 1e-3, "the zoom should change the outputs, smoothing lag them"
 
 
 def cli_train_args(synthetic: tuple[Path, Path], *extra: str) -> list[str]:

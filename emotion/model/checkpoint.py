@@ -21,6 +21,10 @@ FORMAT: str = "emotion-checkpoint"
 VERSION: int = 1
 """Layout version of the checkpoint dict; bumped when the layout changes incompatibly."""
 
+AFFECT_SOURCES: tuple[str, ...] = ("circumplex", "learned")
+"""Values of a checkpoint's `extra["affect"]`: valence/arousal are the circumplex prior of the probabilities, or
+learned heads (see STNet.affect_source)."""
+
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
@@ -83,6 +87,9 @@ def save_checkpoint(path: str | Path, model: STNet, config: ModelConfig, extra: 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[STNet, ModelConfig, dict[str, Any]]:
     """Load a checkpoint written by save_checkpoint -> (model in eval mode on `device`, config, extra).
 
+    extra["affect"] is always one of AFFECT_SOURCES: as training recorded it, else (checkpoints written before it
+    did, or not by training) read from the weights.
+
     Raises CheckpointError with a one-line message for a missing file, a file that is not a torch file, a torch
     file that is not an emotion checkpoint, a config / state dict that does not fit this version of the model, or
     weights that are not finite (NaN or infinite: a diverged training).
@@ -130,7 +137,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             "would be meaningless; the training that wrote it diverged: retrain (with a lower learning rate) or use an earlier "
             "checkpoint"
         )
-    return model.to(device).eval(), config, payload.get("extra", {})
+    extra = dict(payload.get("extra", {}))
+    if extra.get("affect") not in AFFECT_SOURCES:
+        extra["affect"] = model.affect_source
+    return model.to(device).eval(), config, extra
 
 
 PRETRAINED_CONFIG = ModelConfig(crop_rotate=False, crop_margin=0.2, prior_strength=0.75, flip_images=True)
@@ -143,7 +153,8 @@ crop, 10 % margin, no adjustment, no mirror) are what models trained before thes
 def default_model(device: str | torch.device = "cpu") -> STNet:
     """PRETRAINED_CONFIG with the pretrained FER2013 backbone and untrained temporal residuals, in eval mode.
 
-    Its outputs are the FER2013 model's per-frame outputs and their circumplex valence/arousal (see stnet).
+    Its outputs are the FER2013 model's per-frame outputs and their circumplex valence/arousal (affect source
+    'circumplex', see stnet).
     """
     if not DEFAULT_WEIGHTS.is_file():
         raise CheckpointError(

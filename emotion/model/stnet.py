@@ -1,9 +1,11 @@
 """Spatio-temporal emotion model: a per-frame CNN with attention, a landmark stream and a causal temporal head.
 
 The untrained model reproduces the per-frame backbone: its logits are the backbone's frame logits plus a residual
-whose last layer starts at zero, and valence/arousal start at the circumplex prior of the frame probabilities. Every
-temporal operation is causal (the output at step t sees frames <= t only), so streaming through a ring buffer of the
-last `window` frames gives at t exactly the whole-clip output at the last step of frames [max(0, t-window+1), t].
+whose last layer starts at zero, and valence/arousal are the circumplex prior of its output probabilities plus a
+residual that also starts at zero, so they stay exactly that prior until a valence/arousal loss trains it
+(`STNet.affect_source`). Every temporal operation is causal (the output at step t sees frames <= t only), so
+streaming through a ring buffer of the last `window` frames gives at t exactly the whole-clip output at the last
+step of frames [max(0, t-window+1), t].
 """
 
 from __future__ import annotations
@@ -181,16 +183,26 @@ class STNet(nn.Module):
         return self.forward_head(self.fusion(v, lm[:, landmark_steps - last :]), cache["frame_logits"][:, t - last :])
 
     def forward_head(self, fused: torch.Tensor, frame_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Heads on fused (B, T, D) features: frame logits + residual, circumplex prior + residual in atanh space."""
+        """Heads on fused (B, T, D) features: frame logits + residual; the circumplex prior of the resulting
+        probabilities + residual in atanh space for valence/arousal.
+
+        The prior is of the output probabilities, so a model whose affect residual is zero reports valence/arousal
+        that agree with its categories; it is held fixed (no gradient), so a valence/arousal loss trains the residual
+        and never moves the categories through it (README, "What valence and arousal are").
+        """
         probs = torch.softmax(frame_logits, dim=-1)
         h = self.dropout(F.gelu(self.head_hidden(torch.cat([fused, probs], dim=-1))))
-        prior = torch.atanh((probs @ self.circumplex).clamp(-PRIOR_CLAMP, PRIOR_CLAMP))
+        logits = frame_logits + self.logit_residual(h)
+        shown = torch.softmax(logits.detach(), dim=-1)
+        prior = torch.atanh((shown @ self.circumplex).clamp(-PRIOR_CLAMP, PRIOR_CLAMP))
         affect = torch.tanh(prior + self.affect_residual(h))
-        return {
-            "logits": frame_logits + self.logit_residual(h),
-            "valence": affect[..., 0],
-            "arousal": affect[..., 1],
-        }
+        return {"logits": logits, "valence": affect[..., 0], "arousal": affect[..., 1]}
+
+    @property
+    def affect_source(self) -> str:
+        """'circumplex' while the affect residual is all zero (its start), so valence/arousal are exactly the
+        circumplex prior of the probabilities; 'learned' once a valence/arousal loss has moved it."""
+        return "learned" if any(bool(p.detach().any()) for p in self.affect_residual.parameters()) else "circumplex"
 
     def forward(self, x: torch.Tensor, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Clips (B, T, in_chans, S, S) in [-1, 1] and landmarks (B, T, L, 3) -> outputs for every step."""

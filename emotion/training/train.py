@@ -344,6 +344,7 @@ def _save_checkpoints(
         "metrics": plain(record),
         "train_config": asdict(config),
         "monitor": progress.monitor,
+        "affect": model.affect_source,  # 'learned' once valence/arousal labels have trained the affect residual
     }
     if best:
         save_checkpoint(ckpt_dir / "best.pt", model, model_config, extra)
