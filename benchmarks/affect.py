@@ -4,7 +4,7 @@ Each run fine-tunes the pretrained model (frame CNN frozen unless --no-freeze) o
 whose valence/arousal labels are the opposite of their classes' circumplex points, so the circumplex prior alone is
 as wrong as it can be, and reports on the 6 validation clips:
 - `affwild`: Aff-Wild2 style, valence/arousal only: validation CCC, mean |valence/arousal - label| and the largest
-  change of a category probability against the pretrained model (nothing trains the categories here);
+  change of a category probability against the pretrained model it started from (nothing trains the categories);
 - `categories`: the same clips as a CSV manifest with categories, `--va-weight 0`: mean |valence/arousal - the
   circumplex of the reported probabilities| (0: valence/arousal agree with the categories the model reports).
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from emotion.labels import circumplex_matrix
-from emotion.model import default_model, load_checkpoint
+from emotion.model import create_model, load_checkpoint
 from emotion.training.cache import preprocess
 from emotion.training.clips import ClipDataset
 from emotion.training.datasets import load_dataset
@@ -43,13 +43,14 @@ def measure(layout: str, seed: int, epochs: int, freeze: bool, workdir: Path) ->
                          va_weight=0.0 if layout == "categories" else 1.0)  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         result = run(config)
-    model, _, extra = load_checkpoint(result["best"])
+    model, model_config, extra = load_checkpoint(result["best"])
+    start = create_model(model_config, pretrained=True).eval()  # what the run fine-tuned
     clips = preprocess(load_dataset(data).records, tmp / "cache", progress=False)[0]
     val = ClipDataset([c for c in clips if c.record.split == "val"], 16, windows=1)
     batch = next(iter(torch.utils.data.DataLoader(val, batch_size=len(val))))
     x = model_input(batch["crops"], torch.device("cpu"))
     with torch.inference_mode():
-        out, pretrained = model(x, batch["landmarks"]), default_model()(x, batch["landmarks"])
+        out, pretrained = model(x, batch["landmarks"]), start(x, batch["landmarks"])
     probs = torch.softmax(out["logits"], -1)
     va = torch.stack([out["valence"], out["arousal"]], -1)
     last = result["history"][-1]
@@ -73,13 +74,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for layout in ("affwild", "categories"):
             rows = [measure(layout, seed, a.epochs, not a.no_freeze, Path(tmp)) for seed in a.seeds]
-            for seed, r in zip(a.seeds, rows):
-                print(f"{layout:11s} {seed:4d}  {r['affect']:10s}  {r['ccc_valence']:5.3f}  {r['ccc_arousal']:5.3f}  "
-                      f"{r['label_error']:10.3f}  {r['circumplex_gap']:22.3f}  {r['category_drift']:14.3f}")  # fmt: skip
-            means = {k: np.mean([r[k] for r in rows]) for k in rows[0] if k != "affect"}
-            print(f"{layout:11s} mean              {means['ccc_valence']:5.3f}  {means['ccc_arousal']:5.3f}  "
-                  f"{means['label_error']:10.3f}  {means['circumplex_gap']:22.3f}  {means['category_drift']:14.3f}")  # fmt: skip
+            means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "affect"}
+            for seed, r in [*zip(a.seeds, rows), ("mean", {**means, "affect": ""})]:
+                print(f"{layout:11s} {seed:>4}  {r['affect']:10s}  {_numbers(r)}")
 
+
+def _numbers(r: dict) -> str:
+    """One row's figures in the columns of the header."""
+    return (f"{r['ccc_valence']:5.3f}  {r['ccc_arousal']:5.3f}  {r['label_error']:10.3f}  "
+            f"{r['circumplex_gap']:22.3f}  {r['category_drift']:14.3f}")  # fmt: skip
 
 if __name__ == "__main__":
     main()
