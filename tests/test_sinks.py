@@ -54,6 +54,7 @@ def test_csv_writer_rows(tmp_path):
     assert [r["face_id"] for r in rows] == ["7", "8", ""]
     assert rows[0]["emotion"] == "happy" and rows[1]["emotion"] == "angry" and rows[2]["frame"] == "1"
     assert float(rows[0]["p_happy"]) == pytest.approx(0.7)
+    assert [r["source"] for r in rows] == ["detector", "detector", ""], "how the face stage found each face"
 
 
 def top_level_boxes(path) -> list[str]:

@@ -196,7 +196,7 @@ class CsvWriter(AppendFile):
 
     COLUMNS = ["frame", "time", "face_id", "x", "y", "w", "h", "emotion", "confidence", "valence", "arousal"] + [
         f"p_{name}" for name in LABELS
-    ]
+    ] + ["source"]
 
     def __init__(self, path: str | Path):
         super().__init__(path)
@@ -208,7 +208,7 @@ class CsvWriter(AppendFile):
         for face in result.faces:
             values = [face.confidence, face.valence, face.arousal, *face.probabilities]
             cells = [f"{v:.4f}" if np.isfinite(v) else "" for v in values]  # NaN/inf: empty, as JSON has null
-            rows.append(head + [face.track_id, *face.box, face.emotion if face.finite else "", *cells])
+            rows.append(head + [face.track_id, *face.box, face.emotion if face.finite else "", *cells, face.source])
         self._append_rows(rows)
 
     def _append_rows(self, rows: list[list]) -> None:
