@@ -125,19 +125,25 @@ def demo_photo() -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
+def zoom_frames(still: np.ndarray, frames: int, size: tuple[int, int], focus_x: float = 0.5) -> Iterator[np.ndarray]:
+    """`frames` frames of `size` (w, h) that zoom slowly (1x to 1.25x) into `still`, centred at `focus_x` of its
+    width and 30 % of its height."""
+    h, w = still.shape[:2]
+    for i in range(frames):
+        zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
+        cw, ch = w / zoom, h / zoom
+        x0, y0 = (w - cw) * focus_x, (h - ch) * 0.3
+        m = np.float32([[size[0] / cw, 0, -x0 * size[0] / cw], [0, size[1] / ch, -y0 * size[1] / ch]])
+        yield cv2.warpAffine(still, m, size, flags=cv2.INTER_LINEAR)
+
+
 def make_demo_clip(path: Path, frames: int = 72, fps: float = 24.0, overwrite: bool = False) -> Path:
     """Write a short clip (`frames` at `fps`) that slowly zooms into `demo_photo()`."""
-    still = read_image(demo_photo())
-    h, w = still.shape[:2]
     size = (640, 720)
     writer = VideoWriter(prepare_output(path, overwrite), fps, size)
     try:
-        for i in range(frames):
-            zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
-            cw, ch = w / zoom, h / zoom
-            x0, y0 = (w - cw) * 0.5, (h - ch) * 0.3
-            m = np.float32([[size[0] / cw, 0, -x0 * size[0] / cw], [0, size[1] / ch, -y0 * size[1] / ch]])
-            writer.write(cv2.warpAffine(still, m, size, flags=cv2.INTER_LINEAR))
+        for frame in zoom_frames(read_image(demo_photo()), frames, size):
+            writer.write(frame)
     finally:
         writer.close()
     return path

@@ -130,17 +130,10 @@ def zidane_frames(frames: int = 72) -> list[np.ndarray]:
     """The clip the demo used to make: 72 frames, 960x540, slowly zooming into ultralytics' `zidane.jpg`."""
     import ultralytics
 
+    from emotion.jobs import zoom_frames
+
     still = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))
-    h, w = still.shape[:2]
-    size = (960, 540)
-    out = []
-    for i in range(frames):
-        zoom = 1.0 + 0.25 * i / max(frames - 1, 1)
-        cw, ch = w / zoom, h / zoom
-        x0, y0 = (w - cw) * 0.55, (h - ch) * 0.3
-        m = np.float32([[size[0] / cw, 0, -x0 * size[0] / cw], [0, size[1] / ch, -y0 * size[1] / ch]])
-        out.append(cv2.warpAffine(still, m, size, flags=cv2.INTER_LINEAR))
-    return out
+    return list(zoom_frames(still, frames, (960, 540), focus_x=0.55))
 
 
 def nonface_images(count: int = 40, seed: int = 0) -> list[np.ndarray]:

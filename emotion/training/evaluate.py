@@ -82,12 +82,7 @@ def _evaluate(config: EvalConfig, device: torch.device) -> dict[str, Any]:
         raise ValueError("no clip with a face to evaluate")
     metrics = score(model, ClipDataset(clips, model_config.window, windows=config.windows), config.batch_size, device)
     result: dict[str, Any] = {
-        "data": str(config.data),
-        "weights": config.weights or "pretrained default",
-        "layout": "clips",
-        "split": config.split,
-        "format": scan.format,
-        "labels": list(LABELS),
+        **_run_facts(config, "clips", scan.format),
         "skipped": prep_summary.no_face + prep_summary.unreadable + len(scan.skipped),
         **metrics,
     }
@@ -136,12 +131,7 @@ def _evaluate_photos(config: EvalConfig) -> dict[str, Any]:
     )
     no_face = [p["path"] for p in predictions if p["faces"] == 0]
     result: dict[str, Any] = {
-        "data": str(config.data),
-        "weights": config.weights or "pretrained default",
-        "layout": "photos",
-        "split": config.split,
-        "format": scan.format,
-        "labels": list(LABELS),
+        **_run_facts(config, "photos", scan.format),
         "seconds": round(seconds, 2),
         **metrics,
         "no_face": len(no_face),
@@ -152,6 +142,18 @@ def _evaluate_photos(config: EvalConfig) -> dict[str, Any]:
     }
     print("\n".join(_photo_lines(result)))
     return _report(config, result, "images")
+
+
+def _run_facts(config: EvalConfig, layout: str, data_format: str) -> dict[str, Any]:
+    """What every evaluation result starts with: data, weights, layout, split, format and label order."""
+    return {
+        "data": str(config.data),
+        "weights": config.weights or "pretrained default",
+        "layout": layout,
+        "split": config.split,
+        "format": data_format,
+        "labels": list(LABELS),
+    }
 
 
 def _photo_lines(result: dict[str, Any]) -> list[str]:
