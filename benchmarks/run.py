@@ -161,6 +161,7 @@ def pipeline(recognizer, path: Path, folder: Path, video: bool, mp4v: bool = Fal
 
 def real_face_crops(count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` real face crops (count, 1, 64, 64) in [-1, 1] and their landmarks, from the shared photos."""
+    from emotion.align import CropSpec
     from emotion.face import FaceAnalyzer, FaceConfig
     from emotion.io.files import read_image
     from emotion.model import crops_to_tensor
@@ -168,8 +169,9 @@ def real_face_crops(count: int) -> tuple[np.ndarray, np.ndarray]:
     crops, landmarks = [], []
     with FaceAnalyzer(FaceConfig(max_faces=20), static=True) as analyzer:
         for name in ("multi_face.jpg", "group.jpeg", "happy-baby.jpeg", "sad-baby.jpeg", "surprised.jpeg"):
-            for face in analyzer(read_image(SHARED / "images" / name)):
-                crops.append(face.crop)
+            image = read_image(SHARED / "images" / name)
+            for face in analyzer(image):
+                crops.append(CropSpec()(image, face.landmarks))
                 landmarks.append(face.landmarks_norm)
     reps = -(-count // len(crops))
     x = crops_to_tensor(np.stack((crops * reps)[:count])).numpy()

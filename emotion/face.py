@@ -1,4 +1,4 @@
-"""Face stage: find every face (MediaPipe), its 468 landmarks, an eye-aligned tight crop and a stable track id.
+"""Face stage: find every face (MediaPipe), its 468 landmarks, its normalised landmarks and a stable track id.
 
 Searches propose regions that may hold a face; MediaPipe's face landmark model confirms each (it answers only where
 it sees a face) and places the landmarks. The searches, each named in the face's `source`:
@@ -24,7 +24,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from emotion.align import DEFAULT_MARGIN, align_crop, canonical_landmarks
+from emotion.align import canonical_landmarks
 from emotion.configargs import ConfigError, check_min, option
 from emotion.graphs import (
     LANDMARK_COUNT,
@@ -66,8 +66,6 @@ class FaceConfig:
         "face search; the face mesh still places the landmarks, and an image where it sees no face has no face",
         False,
     )
-    crop_size: int = 64  # px, side of the square grayscale crop handed to the frame model
-    margin: float = DEFAULT_MARGIN  # fraction of the tight brows-to-chin square's side added around it (0 = tight)
     min_detection_confidence: float = 0.5  # [0, 1], face-detector score a proposed face needs
     redetect_every: int = 10  # frames between whole-frame detector runs in video mode while faces are tracked
     tile_grid: int = 3  # finest tiling of the tiled search: grids 2 x 2 to this x this (1 = no tiled search)
@@ -78,35 +76,26 @@ class FaceConfig:
     max_side: int = 1920  # px; longer frames are downscaled (INTER_AREA) for MediaPipe, results mapped back
 
     def __post_init__(self) -> None:
-        check_min(self, 1, "max_faces", "crop_size", "max_side", "redetect_every", "tile_grid")
+        check_min(self, 1, "max_faces", "max_side", "redetect_every", "tile_grid")
         if not 0.0 <= self.search_share <= 1.0:
             raise ConfigError(f"{{}} must be between 0 and 1, got {self.search_share}", "search_share")
 
 
 @dataclass
 class Face:
-    """One face in one frame; `landmarks_norm` and `crop` are computed on first use (e.g. on the model's thread),
-    so the frame must stay unchanged until then."""
+    """One face in one frame; `landmarks_norm` is computed on first use (e.g. on the model's thread). The model's
+    crop of it is the model's to make (emotion.align.CropSpec.of(model config))."""
 
     track_id: int  # stable across frames in video mode; in image mode 0.. from left to right
     box: tuple[int, int, int, int]  # x, y, w, h in px: bounds of the landmarks, clipped to the image
     score: float  # [0, 1], latest detector score of this face (min_detection_confidence before any detector saw it)
     landmarks: np.ndarray  # (L, 3) float32: x, y in px, z in px scale (MediaPipe z * width)
-    frame: np.ndarray = field(repr=False, compare=False)  # the image the face is in, source of the crop
-    crop_size: int = 64  # px, side of `crop`
-    margin: float = DEFAULT_MARGIN  # see align_crop
     source: str = "detector"  # which search first found this face (its track), one of SOURCES
 
     @cached_property
     def landmarks_norm(self) -> np.ndarray:
         """(L, 3) float32 in the canonical pose, see emotion.align.canonical_landmarks."""
         return canonical_landmarks(self.landmarks)
-
-    @cached_property
-    def crop(self) -> np.ndarray:
-        """(S, S) uint8 grayscale, eyes level, brows to chin (see emotion.align.align_crop)."""
-        return align_crop(self.frame, self.landmarks, self.crop_size, self.margin)
-
 
 @dataclass
 class _Track:
@@ -194,7 +183,7 @@ def _halves(width: int, height: int) -> list[tuple[int, int, int, int]]:
 
 
 class FaceAnalyzer:
-    """Faces of a frame: box, score, landmarks, normalised landmarks, aligned crop, track id and source.
+    """Faces of a frame: box, score, landmarks, normalised landmarks, track id and source.
 
     `static=True` treats every call as an unrelated image; otherwise calls are consecutive video frames.
     """
@@ -261,9 +250,6 @@ class FaceAnalyzer:
             box=(x0, y0, x1 - x0, y1 - y0),
             score=float(self.config.min_detection_confidence if score is None else score),
             landmarks=landmarks,
-            frame=frame,
-            crop_size=self.config.crop_size,
-            margin=self.config.margin,
             source=candidate.source,
         )
 

@@ -76,10 +76,10 @@ class QuietGraph:
     stage's thread would also swallow what other threads print meanwhile (an "interrupted" line, an error).
     """
 
-    def __init__(self, make: Callable[[], object], blank: object = BLANK):
+    def __init__(self, make: Callable[[], object]):
         with quiet_native_stderr():
             self._graph = make()
-            self._graph.process(blank)
+            self._graph.process(BLANK)
 
     def process(self, data):
         return self._graph.process(data)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from modeltools import clip, max_diff, model_for, needs_weights, with_active_residuals
 
+from emotion.align import CropSpec
 from emotion.errors import EmotionError
 from emotion.labels import LABELS
 from emotion.model import ModelConfig, create_model, crops_to_tensor, default_model
@@ -152,9 +153,11 @@ def test_default_model_streams_real_faces_to_their_expressions(shared_data):
     state = streamer.init_state()
     with FaceAnalyzer(static=True) as analyzer:
         for track, (name, label) in enumerate(expected.items()):
-            faces = analyzer(cv2.imread(str(shared_data / "images" / name)))
+            image = cv2.imread(str(shared_data / "images" / name))
+            faces = analyzer(image)
             assert len(faces) == 1, name
-            crop = crops_to_tensor(faces[0].crop[None], model.backbone.pretrained_cfg).numpy()
+            crop = CropSpec()(image, faces[0].landmarks)  # the eye-level 0.1-margin crop (surprised.jpeg: see README)
+            crop = crops_to_tensor(crop[None], model.backbone.pretrained_cfg).numpy()
             out = streamer.step(state, crop, faces[0].landmarks_norm[None], [track])
             assert LABELS[out["logits"][0].argmax()] == label, name
             assert -1 <= out["valence"][0] <= 1 and -1 <= out["arousal"][0] <= 1
