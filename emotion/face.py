@@ -29,6 +29,7 @@ from emotion.configargs import ConfigError, check_min, option
 from emotion.graphs import (
     LANDMARK_COUNT,
     FaceDetector,
+    Fit,
     LandmarkModel,
     PoseHeads,
     Proposal,
@@ -37,6 +38,7 @@ from emotion.graphs import (
     load_mediapipe,
 )
 from emotion.imaging import to_rgb
+from emotion.signals import FaceSignals
 
 __all__ = ["LANDMARK_COUNT", "SOURCES", "Face", "FaceAnalyzer", "FaceConfig", "load_mediapipe"]
 
@@ -71,6 +73,10 @@ class FaceConfig:
     tile_grid: int = 3  # finest tiling of the tiled search: grids 2 x 2 to this x this (1 = no tiled search)
     pose: bool = True  # search for heads with MediaPipe's pose model (turned faces)
     search_share: float = 0.1  # [0, 1], share of video mode's face-stage time the tiled and pose searches may take
+    signals: bool = option(  # blendshapes, head pose and gaze per face (emotion.signals)
+        "add the face signals (52 blendshapes, head pose, gaze; README 'Face signals') to every face",
+        False,
+    )
     max_missed: int = 10  # frames a track survives without being found before its id is dropped
     match_iou: float = 0.3  # box IoU in [0, 1] a newly found face needs with a lost track's last box to continue it
     max_side: int = 1920  # px; longer frames are downscaled (INTER_AREA) for MediaPipe, results mapped back
@@ -91,6 +97,7 @@ class Face:
     score: float  # [0, 1], latest detector score of this face (min_detection_confidence before any detector saw it)
     landmarks: np.ndarray  # (L, 3) float32: x, y in px, z in px scale (MediaPipe z * width)
     source: str = "detector"  # which search first found this face (its track), one of SOURCES
+    signals: FaceSignals | None = None  # blendshapes, head pose, gaze; None when FaceConfig.signals is off
 
     @cached_property
     def landmarks_norm(self) -> np.ndarray:
@@ -116,7 +123,7 @@ class _Track:
 class _Candidate:
     """A face found in this frame, before it is matched to a track."""
 
-    landmarks: np.ndarray  # (L, 3) float32 in working-image px
+    fit: Fit  # landmarks (and blendshapes) in working-image px
     source: str
     score: float | None = None
     track: _Track | None = None  # the track it was followed from
@@ -124,6 +131,11 @@ class _Candidate:
 
     def __post_init__(self) -> None:
         self.box = landmark_box(self.landmarks)
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """(L, 3) float32, the face mesh without the irises."""
+        return self.fit.landmarks[:LANDMARK_COUNT]
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -193,6 +205,7 @@ class FaceAnalyzer:
         self.static = static
         confidence = config.min_detection_confidence
         self._landmark_model = LandmarkModel()
+        self._signal_model = LandmarkModel(signals=True) if config.signals else None
         self._full_range = FaceDetector(full_range=True, min_confidence=confidence)
         self._short_range = FaceDetector(full_range=False, min_confidence=confidence)
         self._pose = PoseHeads() if config.pose else None
@@ -210,7 +223,7 @@ class FaceAnalyzer:
         if self._closed:
             return
         self._closed = True
-        for graph in (self._landmark_model, self._full_range, self._short_range, self._pose):
+        for graph in (self._landmark_model, self._signal_model, self._full_range, self._short_range, self._pose):
             if graph is not None:
                 graph.close()
 
@@ -239,7 +252,9 @@ class FaceAnalyzer:
         return [self._face(frame, track_id, c, score, factor) for track_id, c, score in tracked]
 
     def _face(self, frame: np.ndarray, track_id: int, candidate: _Candidate, score, factor: np.ndarray) -> Face:
-        landmarks = candidate.landmarks * factor
+        fit = candidate.fit
+        points = fit.landmarks * factor
+        landmarks = points[:LANDMARK_COUNT]
         h, w = frame.shape[:2]
         x0, y0 = np.floor(landmarks[:, :2].min(axis=0)).astype(int)
         x1, y1 = np.ceil(landmarks[:, :2].max(axis=0)).astype(int)
@@ -251,6 +266,7 @@ class FaceAnalyzer:
             score=float(self.config.min_detection_confidence if score is None else score),
             landmarks=landmarks,
             source=candidate.source,
+            signals=None if fit.blendshapes is None else FaceSignals.of(points, fit.blendshapes),
         )
 
     def _find(self, rgb: np.ndarray) -> list[_Candidate]:
@@ -307,29 +323,34 @@ class FaceAnalyzer:
                 if proposal.score is not None and _iou(proposal.box, owner.box) > _NMS_IOU:
                     owner.score = max(proposal.score, owner.score or 0.0)
                 continue
-            landmarks = self._landmarks(rgb, proposal.roi)
-            if landmarks is None:
+            fit = self._landmarks(rgb, proposal.roi)
+            if fit is None:
                 continue
-            candidate = _Candidate(landmarks, proposal.source, proposal.score)
+            candidate = _Candidate(fit, proposal.source, proposal.score)
             if not any(_same_face(candidate.box, c.box) for c in found):
                 found.append(candidate)
 
-    def _landmarks(self, rgb: np.ndarray, roi: Roi) -> np.ndarray | None:
-        """The landmark model at a proposed region, then once more at the region its answer gives: a face fitted
+    def _landmarks(self, rgb: np.ndarray, roi: Roi) -> Fit | None:
+        """The landmark model at a proposed region, then the final fit at the region its answer gives: a face fitted
         from a loose or shifted region settles on the face (or is given up), as the face mesh's tracking does over
         two frames."""
-        landmarks = self._landmark_model(rgb, roi)
-        if landmarks is not None:
-            landmarks = self._landmark_model(rgb, Roi.of_landmarks(landmarks))
-        return landmarks
+        fit = self._landmark_model(rgb, roi)
+        return None if fit is None else self._final_fit(rgb, Roi.of_landmarks(fit.landmarks))
+
+    def _final_fit(self, rgb: np.ndarray, roi: Roi) -> Fit | None:
+        """A face's fit for its output: with signals, the attention mesh and blendshapes. Only the plain mesh
+        confirms proposals: the attention mesh's presence score passed a cartoon sky that the plain one rejects."""
+        if self._signal_model is None:
+            return self._landmark_model(rgb, roi)
+        return self._signal_model(rgb, roi, blendshapes=True)
 
     def _whole_image(self, rgb: np.ndarray, source: str) -> list[_Candidate]:
         """The one face that fills the image, if the landmark model sees one there."""
         h, w = rgb.shape[:2]
         for scale in _WHOLE_IMAGE_SCALES:
-            landmarks = self._landmarks(rgb, Roi(w / 2, h / 2, max(w, h) * scale))
-            if landmarks is not None:
-                return [_Candidate(landmarks, source)]
+            fit = self._landmarks(rgb, Roi(w / 2, h / 2, max(w, h) * scale))
+            if fit is not None:
+                return [_Candidate(fit, source)]
         return []
 
     def _track(self, rgb: np.ndarray) -> list[tuple[int, _Candidate, float]]:
@@ -341,9 +362,9 @@ class FaceAnalyzer:
         start = time.perf_counter()
         candidates = []
         for track in self._tracks:
-            landmarks = self._landmark_model(rgb, Roi.of_landmarks(track.landmarks))
-            if landmarks is not None:
-                candidates.append(_Candidate(landmarks, track.source, track=track))
+            fit = self._final_fit(rgb, Roi.of_landmarks(track.landmarks))
+            if fit is not None:
+                candidates.append(_Candidate(fit, track.source, track=track))
         candidates = _distinct(candidates, lambda c: c.box)
         if self._frame_index == 0:
             return self._match(self._keep_largest(candidates + self._find(rgb)))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 LANDMARK_COUNT = 468
+SIGNALS_LANDMARK_COUNT = 478  # with the attention model's 10 iris landmarks
 
 ROI_SCALE = 1.5
 """Side of the landmark model's square region as a multiple of the face box's longer side (MediaPipe's face mesh)."""
@@ -42,6 +43,32 @@ node {
 """
 """The face mesh's second stage alone: 468 landmarks in a given region, output only when the model's face-presence
 score passes its threshold (0.5), so it also confirms that the region holds a face."""
+
+_SIGNALS_GRAPH = """
+input_stream: "image"
+input_stream: "roi"
+input_stream: "want"
+input_side_packet: "with_attention"
+output_stream: "landmarks"
+output_stream: "blendshapes"
+node {
+  calculator: "FaceLandmarkCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "ROI:roi"
+  input_side_packet: "WITH_ATTENTION:with_attention"
+  output_stream: "LANDMARKS:landmarks"
+}
+node { calculator: "GateCalculator" input_stream: "landmarks" input_stream: "ALLOW:want" output_stream: "wanted" }
+node { calculator: "ImagePropertiesCalculator" input_stream: "IMAGE:image" output_stream: "SIZE:size" }
+node {
+  calculator: "mediapipe.tasks.vision.face_landmarker.FaceBlendshapesGraph"
+  input_stream: "LANDMARKS:wanted"
+  input_stream: "IMAGE_SIZE:size"
+  output_stream: "BLENDSHAPES:blendshapes"
+}
+"""
+"""The same with face signals: the attention face mesh (478 landmarks: the 468 refined around eyes and lips, and
+10 iris points) and, when asked (`want`), Face Landmarker v2's blendshape network on those landmarks, in one call."""
 
 
 @contextmanager
@@ -131,6 +158,14 @@ def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
 
 
 @dataclass
+class Fit:
+    """What the landmark model found in a region."""
+
+    landmarks: np.ndarray  # (L, 3) float32 px (z in px scale); 478 rows with signals (irises last), else 468
+    blendshapes: np.ndarray | None = None  # (52,) float32 in [0, 1] when asked for (emotion.signals names them)
+
+
+@dataclass
 class Proposal:
     """A place that may hold a face, for the landmark model to confirm."""
 
@@ -153,55 +188,79 @@ _LANDMARK_RECORD = np.dtype(
 """One serialized NormalizedLandmark holding exactly x, y and z, as the face landmark model emits them (17 bytes)."""
 
 
-def mesh_landmarks(face_landmarks, width: int, height: int) -> np.ndarray:
+def mesh_landmarks(face_landmarks, width: int, height: int, count: int = LANDMARK_COUNT) -> np.ndarray:
     """(L, 3) float32 px from a NormalizedLandmarkList, read from its protobuf bytes in one go rather than through
     1,404 attribute reads (README, "Measured on this machine"); falls back to the attributes for another layout."""
     raw = face_landmarks.SerializeToString()
     records = np.frombuffer(raw, _LANDMARK_RECORD) if len(raw) % _LANDMARK_RECORD.itemsize == 0 else None
     expected = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
     if records is not None and all((records[k] == v).all() for k, v in expected.items()):
-        points = np.stack([records["x"], records["y"], records["z"]], axis=1)[:LANDMARK_COUNT]
+        points = np.stack([records["x"], records["y"], records["z"]], axis=1)[:count]
     else:
-        points = np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark[:LANDMARK_COUNT]], np.float32)
+        points = np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark[:count]], np.float32)
     return points * np.array([width, height, width], np.float32)
 
 
 class LandmarkModel:
-    """MediaPipe's face landmark model on a region we choose: (L, 3) float32 landmarks in px (z in px scale), or
-    None when the model does not see a face there. Unlike the face mesh solution it needs no face detector first,
-    so it follows faces turned too far for the detectors. It runs its graph directly rather than through
-    mediapipe's SolutionBase, whose per-call bookkeeping cost about 0.2 ms of a 1.6 ms call here."""
+    """MediaPipe's face landmark model on a region we choose: a `Fit`, or None when the model does not see a face
+    there. Unlike the face mesh solution it needs no face detector first, so it follows faces turned too far for the
+    detectors. It runs its graph directly rather than through mediapipe's SolutionBase, whose per-call bookkeeping
+    cost about 0.2 ms of a 1.6 ms call here. With `signals`, it runs the attention mesh and, on request, the
+    blendshape network (README "Face signals")."""
 
-    def __init__(self):
+    def __init__(self, signals: bool = False):
         mp = load_mediapipe()
+        from google.protobuf import text_format
+        from mediapipe.framework import calculator_pb2
         from mediapipe.framework.formats import rect_pb2
         from mediapipe.python import resource_util
 
-        self._mp, self._rect = mp, rect_pb2.NormalizedRect
+        self._mp, self._rect, self.signals = mp, rect_pb2.NormalizedRect, signals
         resource_util.set_resource_dir(str(Path(mp.__file__).parents[1]))  # where the graph finds the model file
-        self._found: list = []
+        self._found: dict = {}
         self._timestamp = 0
+        side_packets = {}
+        config = text_format.Parse(_SIGNALS_GRAPH if signals else _LANDMARK_GRAPH, calculator_pb2.CalculatorGraphConfig())
+        if signals:
+            from mediapipe.tasks.cc.vision.face_landmarker.proto import face_blendshapes_graph_options_pb2 as options
+
+            from emotion.signals import bundle_file
+
+            blendshapes = options.FaceBlendshapesGraphOptions()
+            blendshapes.base_options.model_asset.file_content = bundle_file("face_blendshapes.tflite")
+            config.node[-1].options.Extensions[options.FaceBlendshapesGraphOptions.ext].CopyFrom(blendshapes)
+            side_packets = {"with_attention": mp.packet_creator.create_bool(True)}
         with quiet_native_stderr():
-            self._graph = mp.CalculatorGraph(graph_config=_LANDMARK_GRAPH)
-            self._graph.observe_output_stream("landmarks", lambda _, packet: self._found.append(packet))
-            self._graph.start_run()
+            self._graph = mp.CalculatorGraph(graph_config=config)
+            for stream in config.output_stream:
+                self._graph.observe_output_stream(stream, lambda name, packet: self._found.__setitem__(name, packet))
+            self._graph.start_run(side_packets)
             self(BLANK, Roi(32, 32, 64))  # start-up logs, inside the quiet window (see QuietGraph)
 
-    def __call__(self, rgb: np.ndarray, roi: Roi) -> np.ndarray | None:
+    def __call__(self, rgb: np.ndarray, roi: Roi, blendshapes: bool = False) -> Fit | None:
+        """The face in `roi`, with its blendshapes too when asked for and the model runs with signals."""
         mp = self._mp
         h, w = rgb.shape[:2]
         rect = self._rect(
             x_center=roi.cx / w, y_center=roi.cy / h, width=roi.side / w, height=roi.side / h, rotation=roi.angle
         )
         self._timestamp += 1
+        t = self._timestamp
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         self._found.clear()
-        self._graph.add_packet_to_input_stream("image", mp.packet_creator.create_image(image).at(self._timestamp))
-        self._graph.add_packet_to_input_stream("roi", mp.packet_creator.create_proto(rect).at(self._timestamp))
+        self._graph.add_packet_to_input_stream("image", mp.packet_creator.create_image(image).at(t))
+        self._graph.add_packet_to_input_stream("roi", mp.packet_creator.create_proto(rect).at(t))
+        if self.signals:
+            self._graph.add_packet_to_input_stream("want", mp.packet_creator.create_bool(blendshapes).at(t))
         self._graph.wait_until_idle()
-        if not self._found:
+        if "landmarks" not in self._found:
             return None
-        return mesh_landmarks(mp.packet_getter.get_proto(self._found[0]), w, h)
+        count = SIGNALS_LANDMARK_COUNT if self.signals else LANDMARK_COUNT
+        fit = Fit(mesh_landmarks(mp.packet_getter.get_proto(self._found["landmarks"]), w, h, count))
+        if "blendshapes" in self._found:
+            scores = mp.packet_getter.get_proto(self._found["blendshapes"]).classification
+            fit.blendshapes = np.array([c.score for c in scores], np.float32)
+        return fit
 
     def close(self) -> None:
         with quiet_native_stderr():
