@@ -1,5 +1,7 @@
 """Small untrained STNets and random clips for the model, runtime and export tests."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from torch import nn
 
 from emotion.model import ModelConfig, create_model
 from emotion.model.backbones import DEFAULT_WEIGHTS
+from emotion.signals import BLENDSHAPE_NAMES, SIGNAL_DIM
 
 CONFIGS = {
     "mini_xception": ModelConfig(),
@@ -22,6 +25,23 @@ RESIDUAL_HEADS = ("logit_residual", "affect_residual")
 """The zero-initialised last layers of the temporal branch."""
 
 
+def with_signals(config: ModelConfig) -> ModelConfig:
+    """The config with a signal stream of the face stage's SIGNAL_DIM features per frame."""
+    return replace(config, signals=SIGNAL_DIM)
+
+
+def face_signals(config: ModelConfig, b: int, t: int, seed: int = 0) -> torch.Tensor | None:
+    """Random face signals (B, T, G) as FaceSignals.vector() gives them (blendshapes in [0, 1], angles over 90
+    degrees near 0) for a model with a signal stream; None for one without."""
+    if not config.signals:
+        return None
+    g = torch.Generator().manual_seed(seed + 1000)
+    signals = torch.rand(b, t, config.signals, generator=g)
+    n = len(BLENDSHAPE_NAMES)
+    signals[..., n:] = 0.2 * torch.randn(b, t, config.signals - n, generator=g)
+    return signals
+
+
 def clip(config: ModelConfig, b: int, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random crops (B, T, C, S, S) in [-1, 1] and face-like landmarks (B, T, L, 3) around a mean shape."""
     g = torch.Generator().manual_seed(seed)
@@ -32,20 +52,26 @@ def clip(config: ModelConfig, b: int, t: int, seed: int = 0) -> tuple[torch.Tens
 
 
 def with_active_residuals(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Give the zero-initialised residual heads random weights so the temporal branch changes the outputs."""
+    """Give the zero-initialised residual heads (and a signal stream's projection into the fusion) random weights so
+    the temporal branch (and the signals) change the outputs."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name in RESIDUAL_HEADS:
             layer = getattr(model, name)
             layer.weight.copy_(0.3 * torch.randn(layer.weight.shape, generator=g))
             layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=g))
+        if model.config.signals:
+            project = model.fusion.signal_project.weight
+            project.copy_(0.3 * torch.randn(project.shape, generator=g))
     return model
 
 
-def model_for(name: str, seed: int = 0) -> nn.Module:
-    """An untrained model of the registered backbone `name` with active residual heads, in eval mode."""
+def model_for(name: str, seed: int = 0, signals: bool = False) -> nn.Module:
+    """An untrained model of the registered backbone `name` (with a signal stream if asked) with active residual
+    heads, in eval mode."""
     torch.manual_seed(seed)
-    return with_active_residuals(create_model(CONFIGS[name])).eval()
+    config = with_signals(CONFIGS[name]) if signals else CONFIGS[name]
+    return with_active_residuals(create_model(config)).eval()
 
 
 def max_diff(a: dict, b: dict) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from modeltools import model_for
 from support import assert_clean_error, cli
 
 from emotion import weights
@@ -20,6 +21,7 @@ from emotion.model.export import (
     example_inputs,
     export_onnx,
     export_torchscript,
+    input_names,
 )
 from emotion.runtime import OnnxStreamer
 
@@ -52,6 +54,29 @@ def test_onnx_step_equals_eager_for_several_batch_sizes(trained_like):
         for g, w in zip(got, want, strict=True):
             assert g.shape == tuple(w.shape)
             np.testing.assert_allclose(g, w.numpy(), atol=TOLERANCE, rtol=0)
+
+
+def test_a_model_with_a_signal_stream_exports_with_a_signals_input(tmp_path):
+    """ONNX and TorchScript steps of a signal-stream model (its projection active, so the signals reach the outputs)
+    compute what eager PyTorch does; the signals change the outputs."""
+    import onnxruntime as ort
+
+    model = model_for("mini_xception", signals=True)
+    session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(input_names(model)) == [
+        "crops", "landmarks", "history", "signals"
+    ]  # fmt: skip
+    inputs = example_inputs(model, 3, seed=3)
+    traced = torch.jit.load(str(export_torchscript(model, tmp_path / "step.pt")))
+    with torch.inference_mode():
+        want = StreamStep(model)(*inputs)
+        without = StreamStep(model)(*inputs[:3], torch.zeros_like(inputs[3]))
+        scripted = traced(*inputs)
+    got = session.run(None, {name: x.numpy() for name, x in zip(input_names(model), inputs, strict=True)})
+    for g, s, w in zip(got, scripted, want, strict=True):
+        np.testing.assert_allclose(g, w.numpy(), atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(s, w, atol=TOLERANCE, rtol=0)
+    assert (want[1] - without[1]).abs().max() > 1e-3
 
 
 def test_torchscript_export_equals_eager(trained_like, tmp_path):

@@ -1,4 +1,5 @@
-"""STNet: shapes, gradients, causality, the newest steps alone = the whole output, the untrained prior, checkpoints.
+"""STNet: shapes, gradients, causality, the newest steps alone = the whole output, the untrained prior, the signal
+stream, checkpoints.
 
 Streaming through ring buffers is tested in tests/test_runtime.py."""
 
@@ -7,7 +8,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from modeltools import CONFIGS, RESIDUAL_HEADS, clip, max_diff, model_for, needs_weights, with_active_residuals
+from modeltools import (
+    CONFIGS,
+    RESIDUAL_HEADS,
+    clip,
+    face_signals,
+    max_diff,
+    model_for,
+    needs_weights,
+    with_active_residuals,
+    with_signals,
+)
 from torch import nn
 
 from emotion.labels import FER2013_TRAIN_COUNTS, LABELS, circumplex_matrix
@@ -112,18 +123,21 @@ def test_checkpoints_without_an_affect_record_are_read_from_the_affect_head(tmp_
 
 def training_loss(model: nn.Module, seed: int) -> torch.Tensor:
     x, lm = clip(model.config, 2, 6, seed=seed)
-    out = model(x, lm)
+    out = model(x, lm, face_signals(model.config, 2, 6, seed=seed))
     labels = torch.arange(12).remainder(len(LABELS)).view(2, 6)
     target = torch.linspace(-0.8, 0.8, 12).view(2, 6)
     ce = nn.functional.cross_entropy(out["logits"].flatten(0, 1), labels.flatten())
     return ce + nn.functional.mse_loss(out["valence"], target) + nn.functional.mse_loss(out["arousal"], -target)
 
 
+@pytest.mark.parametrize("signals", [False, True], ids=["landmarks", "signals"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_backward_reaches_every_parameter(name):
-    """Zero-init heads get gradients at once; after one optimizer step every parameter gets a nonzero gradient."""
+def test_backward_reaches_every_parameter(name, signals):
+    """Zero-init heads get gradients at once; after one optimizer step every parameter gets a nonzero gradient, the
+    signal stream's encoder and gate after two: they sit behind two zero-initialised layers (the stream's projection
+    into the fusion, then the residual heads), which wake one step after the other."""
     torch.manual_seed(0)
-    model = create_model(CONFIGS[name]).train()
+    model = create_model(with_signals(CONFIGS[name]) if signals else CONFIGS[name]).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     training_loss(model, seed=0).backward()
     for name_, p in model.named_parameters():
@@ -131,12 +145,13 @@ def test_backward_reaches_every_parameter(name):
     for head in RESIDUAL_HEADS:
         assert getattr(model, head).weight.grad.abs().sum() > 0, head
     assert all(p.grad.abs().sum() > 0 for p in model.backbone.parameters())
-    optimizer.step()
-    optimizer.zero_grad()
-    training_loss(model, seed=1).backward()
+    for step in range(1, 3 if signals else 2):
+        optimizer.step()
+        optimizer.zero_grad()
+        training_loss(model, seed=step).backward()
     for name_, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name_
-        assert p.grad.abs().sum() > 0, f"{name_} gets no gradient after one step"
+        assert p.grad.abs().sum() > 0, f"{name_} gets no gradient after {step} steps"
 
 
 def test_frozen_backbone_gets_no_gradient_and_keeps_eval_mode():
@@ -198,18 +213,23 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_checkpoint_from_before_the_crop_and_prior_settings_keeps_its_behaviour(tmp_path):
-    """A checkpoint saved before crop_*, prior_strength and flip_images existed loads with the values it was trained
-    with (eye-level brows-to-chin crop, 10 % margin, no adjustment, no mirror): the shipped model's new settings do
-    not reach a user's trained model."""
+    """A checkpoint saved before crop_*, prior_strength, flip_images and the signal stream existed loads with the
+    values it was trained with (eye-level brows-to-chin crop, 10 % margin, no adjustment, no mirror, no signal
+    stream) and computes what it did: the shipped model's new settings do not reach a user's trained model."""
     model = model_for("mini_xception")
     path = save_checkpoint(tmp_path / "old.pt", model, model.config)
     payload = torch.load(path, weights_only=True)
-    new_fields = ("crop_framing", "crop_rotate", "crop_margin", "prior_strength", "flip_images")
+    new_fields = ("crop_framing", "crop_rotate", "crop_margin", "prior_strength", "flip_images", "signals",
+                  "signal_hidden", "signal_dim")  # fmt: skip
     torch.save({**payload, "config": {k: v for k, v in payload["config"].items() if k not in new_fields}}, path)
     loaded, config, _ = load_checkpoint(path, "cpu")
     assert (config.crop_framing, config.crop_rotate, config.crop_margin) == ("brows", True, 0.1)
     assert config.prior_strength == 0.0 and not config.flip_images
     assert torch.count_nonzero(loaded.logit_adjustment) == 0
+    assert config.signals == 0 and loaded.signal_encoder is None  # no signal stream: as it was trained
+    x, lm = clip(config, 1, 4)
+    with torch.inference_mode():
+        assert max_diff(model(x, lm), loaded(x, lm)) == 0
 
 
 def test_save_refuses_extra_that_cannot_load_weights_only(tmp_path):
@@ -250,3 +270,52 @@ def test_load_checkpoint_errors_name_the_file_and_the_problem(tmp_path):
             load_checkpoint(path, "cpu")
         message = str(info.value)
         assert str(path) in message and phrase in message and "\n" not in message, (case, message)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_signal_stream_changes_nothing_until_trained(name):
+    """A model given an untrained signal stream (the same other weights) computes exactly what it computed without
+    one, whatever the signals; once its projection is trained the signals count, except for a face without them
+    (all-zero signals), whose outputs stay those of the model without the stream."""
+    plain = model_for(name)
+    grown = create_model(with_signals(plain.config)).eval()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(("signal_encoder.", "fusion.signal_")) for k in missing)
+    x, lm = clip(plain.config, 2, 6)
+    signals = face_signals(grown.config, 2, 6)
+    with torch.inference_mode():
+        before = plain(x, lm)
+        untrained = grown(x, lm, signals)
+        with_active_residuals(grown)
+        trained, absent = grown(x, lm, signals), grown(x, lm, torch.zeros_like(signals))
+    assert all(torch.equal(before[k], untrained[k]) for k in before)
+    assert max_diff(before, trained) > 1e-3
+    assert max_diff(before, absent) == 0
+    with pytest.raises(ValueError, match="signal stream"):
+        grown(x, lm)
+
+
+@pytest.mark.parametrize("t,last", [(2, 1), (16, 7)])
+def test_signal_stream_is_causal_and_its_last_steps_equal_the_full_output(t, last):
+    model = model_for("mini_xception", signals=True)
+    x, lm = clip(model.config, 2, t)
+    signals = face_signals(model.config, 2, t)
+    later = signals.clone()
+    later[:, -1] = torch.rand_like(later[:, -1])
+    with torch.inference_mode():
+        cache = model.forward_features(x, lm, signals)
+        full, tail = model.forward_temporal(cache), model.forward_temporal(cache, last=last)
+        changed = model(x, lm, later)
+    assert max_diff({k: v[:, -last:] for k, v in full.items()}, tail) < 1e-5
+    assert max_diff({k: v[:, :-1] for k, v in full.items()}, {k: v[:, :-1] for k, v in changed.items()}) == 0
+    assert max_diff({k: v[:, -1:] for k, v in full.items()}, {k: v[:, -1:] for k, v in changed.items()}) > 1e-4
+
+
+def test_checkpoint_keeps_the_signal_stream(tmp_path):
+    model = model_for("mini_xception", signals=True)
+    loaded, config, _ = load_checkpoint(save_checkpoint(tmp_path / "signals.pt", model, model.config), "cpu")
+    assert config == model.config and config.signals == 57 and loaded.signal_encoder is not None
+    x, lm = clip(config, 2, 5)
+    signals = face_signals(config, 2, 5)
+    with torch.inference_mode():
+        assert max_diff(model(x, lm, signals), loaded(x, lm, signals)) == 0

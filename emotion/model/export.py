@@ -30,30 +30,46 @@ OPSET = 17
 
 
 class StreamStep(nn.Module):
-    """One streaming step as one graph: crops (N, C, S, S) in [-1, 1], landmarks (N, L, 3), history (N, W-1, F)
-    -> frame rows (N, F) to push into the ring buffers, logits (N, 7), valence (N,), arousal (N,) of the newest step."""
+    """One streaming step as one graph: crops (N, C, S, S) in [-1, 1], landmarks (N, L, 3), history (N, W-1, F) and,
+    for a model with a signal stream, face signals (N, G) -> frame rows (N, F) to push into the ring buffers, logits
+    (N, 7), valence (N,), arousal (N,) of the newest step. Its inputs are `input_names(model)`, in that order."""
 
     def __init__(self, model: STNet) -> None:
         super().__init__()
         self.model = model
 
     def forward(
-        self, crops: torch.Tensor, landmarks: torch.Tensor, history: torch.Tensor
+        self,
+        crops: torch.Tensor,
+        landmarks: torch.Tensor,
+        history: torch.Tensor,
+        signals: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        rows = self.model.encode_rows(crops, landmarks)
+        rows = self.model.encode_rows(crops, landmarks, signals)
         clips = torch.cat([history, rows[:, None]], dim=1)
         out = self.model.forward_last(clips)
         return rows, out["logits"][:, -1], out["valence"][:, -1], out["arousal"][:, -1]
 
 
-def example_inputs(model: STNet, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random StreamStep inputs for `n` faces: crops in [-1, 1], landmarks and full histories (to trace and probe)."""
+OUTPUT_NAMES = ("rows", "logits", "valence", "arousal")
+
+
+def input_names(model: STNet) -> tuple[str, ...]:
+    """Names of the exported step's inputs: crops, landmarks, history, and signals for a model with a signal stream."""
+    return ("crops", "landmarks", "history") + (("signals",) if model.config.signals else ())
+
+
+def example_inputs(model: STNet, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random StreamStep inputs for `n` faces (to trace and probe): crops in [-1, 1], landmarks, full histories and,
+    for a model with a signal stream, signals in [-1, 1]."""
     c = model.config
     g = torch.Generator().manual_seed(seed)
     crops = torch.rand(n, c.in_chans, c.crop_size, c.crop_size, generator=g) * 2 - 1
     landmarks = torch.randn(n, c.landmarks, c.landmark_dims, generator=g)
     history = torch.randn(n, c.window - 1, sum(model.row_sizes()), generator=g)
-    return crops, landmarks, history
+    if not c.signals:
+        return crops, landmarks, history
+    return crops, landmarks, history, torch.rand(n, c.signals, generator=g) * 2 - 1
 
 
 def _atanh_symbolic(g, x):
@@ -69,7 +85,8 @@ def export_onnx(model: STNet, path: str | Path | None = None) -> bytes:
     torch.onnx.register_custom_op_symbolic("aten::atanh", _atanh_symbolic, 9)
     was_training = model.training
     step = StreamStep(model).eval()
-    names = ["crops", "landmarks", "history", "rows", "logits", "valence", "arousal"]
+    inputs = input_names(model)
+    names = [*inputs, *OUTPUT_NAMES]
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -77,8 +94,8 @@ def export_onnx(model: STNet, path: str | Path | None = None) -> bytes:
             step,
             example_inputs(model),
             buffer,
-            input_names=names[:3],
-            output_names=names[3:],
+            input_names=list(inputs),
+            output_names=list(OUTPUT_NAMES),
             dynamic_axes={name: {0: "n"} for name in names},
             opset_version=OPSET,
             dynamo=False,

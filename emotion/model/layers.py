@@ -1,4 +1,5 @@
-"""Reusable layers of STNet: causal time windows and convolutions, attention, the landmark encoder and the fusion.
+"""Reusable layers of STNet: causal time windows and convolutions, attention, the landmark and signal encoders and the
+fusion.
 
 Every temporal layer is causal (step t sees steps <= t only) and works on (B, T, ...) tensors.
 """
@@ -120,15 +121,39 @@ class LandmarkEncoder(nn.Module):
         return self.net(rearrange(center_and_scale_landmarks(lm), "n l d -> n (l d)"))
 
 
-class GatedFusion(nn.Module):
-    """Per-step gated mix of the visual and landmark features: g * visual + (1 - g) * projected landmarks."""
+class SignalEncoder(nn.Module):
+    """Per-frame face-signal encoder: (N, G) blendshapes, head pose and gaze -> hidden -> (N, out). An all-zero vector
+    (a face without signals) encodes to zeros, so such a frame adds nothing through the fusion."""
 
-    def __init__(self, visual: int, landmark: int) -> None:
+    def __init__(self, signals: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(signals, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out))
+        self.norm = nn.LayerNorm(out)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        present = (a.abs().amax(dim=-1, keepdim=True) > 0).to(a.dtype)
+        return self.norm(self.net(a)) * present
+
+
+class GatedFusion(nn.Module):
+    """Per-step gated mix of the visual and landmark features: g * visual + (1 - g) * projected landmarks; with a
+    signal stream (`signal` > 0) plus h * projected signals, whose projection starts at zero, so an untrained signal
+    stream leaves the fused features exactly as they are without it."""
+
+    def __init__(self, visual: int, landmark: int, signal: int = 0) -> None:
         super().__init__()
         self.project = nn.Linear(landmark, visual)
         self.gate = nn.Linear(visual + landmark, visual)
         self.norm = nn.LayerNorm(visual)
+        if signal:
+            self.signal_project = nn.Linear(signal, visual, bias=False)
+            self.signal_gate = nn.Linear(visual + signal, visual)
+            nn.init.zeros_(self.signal_project.weight)
 
-    def forward(self, v: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+    def forward(self, v: torch.Tensor, lm: torch.Tensor, signals: torch.Tensor | None = None) -> torch.Tensor:
         g = torch.sigmoid(self.gate(torch.cat([v, lm], dim=-1)))
-        return self.norm(g * v + (1 - g) * self.project(lm))
+        mixed = g * v + (1 - g) * self.project(lm)
+        if signals is not None:
+            h = torch.sigmoid(self.signal_gate(torch.cat([v, signals], dim=-1)))
+            mixed = mixed + h * self.signal_project(signals)
+        return self.norm(mixed)

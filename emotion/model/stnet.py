@@ -1,7 +1,10 @@
 """Spatio-temporal emotion model: a per-frame CNN with attention, a landmark stream and a causal temporal head.
 
+Beside the crops and landmarks a model may take face signals (`ModelConfig.signals` > 0: blendshapes, head pose and
+gaze per frame), encoded per frame and joined in the fusion beside the landmark stream.
+
 The untrained model reproduces the per-frame backbone: its logits are the backbone's frame logits plus a residual
-whose last layer starts at zero, and valence/arousal are the circumplex prior of its output probabilities plus a
+whose last layer starts at zero (and the signal stream's projection into the fusion starts at zero too), and valence/arousal are the circumplex prior of its output probabilities plus a
 residual that also starts at zero, so they stay exactly that prior until a valence/arousal loss trains it
 (`STNet.affect_source`). Every temporal operation is causal (the output at step t sees frames <= t only), so
 streaming through a ring buffer of the last `window` frames gives at t exactly the whole-clip output at the last
@@ -25,6 +28,7 @@ from emotion.model.layers import (
     GatedFusion,
     LandmarkEncoder,
     MultiScaleTemporalAttention,
+    SignalEncoder,
     SpatialAttention,
     causal_conv1d,
 )
@@ -36,6 +40,10 @@ CROP_FRAMINGS = ("brows", "mesh")
 CACHE_KEYS: tuple[str, ...] = ("channel_avg", "channel_max", "frame_logits", "landmark_embed")
 """channel_avg / channel_max: (C,) spatially attended feature map pooled over space; frame_logits: (num_classes,)
 backbone logits of the frame; landmark_embed: (landmark_dim,) per-frame landmark encoding."""
+
+SIGNAL_KEY = "signal_embed"
+"""The cache key a model with a signal stream adds after CACHE_KEYS (STNet.cache_keys): (signal_dim,) per-frame
+encoding of the face signals, zeros for a face without them."""
 
 PRIOR_CLAMP: float = 0.999
 """Circumplex priors are clamped to +-PRIOR_CLAMP before atanh so the residual parametrisation stays finite."""
@@ -66,10 +74,16 @@ class ModelConfig:
     crop_margin: float = 0.1  # fraction of the crop square's side added around the face
     prior_strength: float = 0.0  # frame logits minus this times log(training prior of the frame network's data)
     flip_images: bool = False  # still images: outputs averaged with those of the mirrored crop (not in video)
+    signals: int = 0  # G, face-signal features per frame (52 blendshapes in [0, 1], head yaw/pitch/roll and gaze
+    # yaw/pitch in units of 90 degrees: emotion.signals.SIGNAL_DIM = 57); 0: no signal stream
+    signal_hidden: int = 64  # hidden width of the per-frame signal encoder
+    signal_dim: int = 32  # per-frame signal embedding size
 
     def __post_init__(self) -> None:
         if self.num_classes != len(LABELS):
             raise ValueError(f"num_classes must be {len(LABELS)} (one per label in {LABELS}), got {self.num_classes}")
+        if self.signals < 0:
+            raise ValueError(f"signals must be 0 (no signal stream) or the signal features per frame, got {self.signals}")
         if self.window < 1 or self.lstm_window < 1 or self.landmark_kernel < 1:
             raise ValueError("window, lstm_window and landmark_kernel must be at least 1 frame")
         if not self.temporal_kernels or min(self.temporal_kernels) < 1:
@@ -94,7 +108,8 @@ class FrameBackbone(Protocol):
 class STNet(nn.Module):
     """Spatio-temporal emotion network over face tracks: per-step logits (B, T, 7), valence and arousal (B, T).
 
-    `forward(x, landmarks)` = `forward_temporal(forward_features(x, landmarks))`; the expensive per-frame part
+    `forward(x, landmarks, signals)` = `forward_temporal(forward_features(x, landmarks, signals))` (signals only for a
+    model with a signal stream, config.signals > 0); the expensive per-frame part
     (`encode_frames`, packed by `encode_rows`) is cached per frame, so streaming runs the backbone once per face and
     frame. The output at step t depends on frames <= t only; streaming (`forward_last` over a track's ring buffer,
     emotion.runtime) applies the model to frames [max(0, t-window+1), t]. A whole clip longer than `window` can
@@ -116,7 +131,11 @@ class STNet(nn.Module):
         )
         self.landmark_temporal = nn.Conv1d(config.landmark_dim, config.landmark_dim, config.landmark_kernel)
         self.landmark_norm = nn.LayerNorm(config.landmark_dim)
-        self.fusion = GatedFusion(d, config.landmark_dim)
+        self.signal_encoder = (
+            SignalEncoder(config.signals, config.signal_hidden, config.signal_dim) if config.signals else None
+        )
+        self.fusion = GatedFusion(d, config.landmark_dim, config.signal_dim if config.signals else 0)
+        self.cache_keys = CACHE_KEYS + ((SIGNAL_KEY,) if config.signals else ())
         self.head_hidden = nn.Linear(d + config.num_classes, d)
         self.dropout = nn.Dropout(config.dropout)
         self.logit_residual = nn.Linear(d, config.num_classes)
@@ -145,23 +164,36 @@ class STNet(nn.Module):
         self.backbone.requires_grad_(not frozen)
         self.backbone.train(self.training and not frozen)
 
-    def encode_frames(self, x: torch.Tensor, landmarks: torch.Tensor) -> FrameCache:
-        """Per-frame part (one backbone pass): crops (N, in_chans, S, S), landmarks (N, L, 3) -> FrameCache (N, ...)."""
+    def encode_frames(
+        self, x: torch.Tensor, landmarks: torch.Tensor, signals: torch.Tensor | None = None
+    ) -> FrameCache:
+        """Per-frame part (one backbone pass): crops (N, in_chans, S, S), landmarks (N, L, 3) and, with a signal
+        stream, face signals (N, G) (all zero for a face without them) -> FrameCache (N, ...)."""
         f = self.backbone.forward_features(x)
         frame_logits = self.backbone.forward_head(f) + self.logit_adjustment
         f = self.spatial_attention(f)
-        return {
+        cache = {
             "channel_avg": reduce(f, "n c h w -> n c", "mean"),
             "channel_max": reduce(f, "n c h w -> n c", "max"),
             "frame_logits": frame_logits,
             "landmark_embed": self.landmark_encoder(landmarks),
         }
+        if self.signal_encoder is not None:
+            if signals is None:
+                raise ValueError(f"this model has a signal stream: pass face signals (N, {self.config.signals})")
+            cache[SIGNAL_KEY] = self.signal_encoder(signals)
+        return cache
 
-    def forward_features(self, x: torch.Tensor, landmarks: torch.Tensor) -> FrameCache:
-        """Clips (B, T, in_chans, S, S) and landmarks (B, T, L, 3) -> FrameCache with (B, T, ...) tensors."""
+    def forward_features(
+        self, x: torch.Tensor, landmarks: torch.Tensor, signals: torch.Tensor | None = None
+    ) -> FrameCache:
+        """Clips (B, T, in_chans, S, S), landmarks (B, T, L, 3) and signals (B, T, G) -> FrameCache with (B, T, ...)
+        tensors; signals are used by a model with a signal stream only."""
         b = x.shape[0]
         cache = self.encode_frames(
-            rearrange(x, "b t c h w -> (b t) c h w"), rearrange(landmarks, "b t l d -> (b t) l d")
+            rearrange(x, "b t c h w -> (b t) c h w"),
+            rearrange(landmarks, "b t l d -> (b t) l d"),
+            None if signals is None or self.signal_encoder is None else rearrange(signals, "b t g -> (b t) g"),
         )
         return {k: rearrange(v, "(b t) ... -> b t ...", b=b) for k, v in cache.items()}
 
@@ -180,7 +212,9 @@ class STNet(nn.Module):
         v = self.temporal(self.dropout(self.visual_proj(pooled)))[:, visual_steps - last :]
         lm = cache["landmark_embed"][:, t - landmark_steps :]
         lm = self.landmark_norm(lm + self.dropout(F.gelu(causal_conv1d(lm, self.landmark_temporal))))
-        return self.forward_head(self.fusion(v, lm[:, landmark_steps - last :]), cache["frame_logits"][:, t - last :])
+        signals = cache[SIGNAL_KEY][:, t - last :] if self.signal_encoder is not None else None
+        fused = self.fusion(v, lm[:, landmark_steps - last :], signals)
+        return self.forward_head(fused, cache["frame_logits"][:, t - last :])
 
     def forward_head(self, fused: torch.Tensor, frame_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Heads on fused (B, T, D) features: frame logits + residual; the circumplex prior of the resulting
@@ -204,20 +238,27 @@ class STNet(nn.Module):
         circumplex prior of the probabilities; 'learned' once a valence/arousal loss has moved it."""
         return "learned" if any(bool(p.detach().any()) for p in self.affect_residual.parameters()) else "circumplex"
 
-    def forward(self, x: torch.Tensor, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Clips (B, T, in_chans, S, S) in [-1, 1] and landmarks (B, T, L, 3) -> outputs for every step."""
-        return self.forward_temporal(self.forward_features(x, landmarks))
+    def forward(
+        self, x: torch.Tensor, landmarks: torch.Tensor, signals: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Clips (B, T, in_chans, S, S) in [-1, 1], landmarks (B, T, L, 3) and, for a model with a signal stream,
+        face signals (B, T, G) -> outputs for every step."""
+        return self.forward_temporal(self.forward_features(x, landmarks, signals))
 
     def row_sizes(self) -> list[int]:
-        """Lengths of the CACHE_KEYS features that one packed ring-buffer row holds side by side."""
+        """Lengths of the cache_keys features that one packed ring-buffer row holds side by side."""
         c = self.backbone.num_features
-        return [c, c, self.config.num_classes, self.config.landmark_dim]
+        signal = [self.config.signal_dim] if self.signal_encoder is not None else []
+        return [c, c, self.config.num_classes, self.config.landmark_dim, *signal]
 
-    def encode_rows(self, x: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """encode_frames packed into one ring-buffer row per face: (N, F) with the CACHE_KEYS features side by side."""
-        cache = self.encode_frames(x, landmarks)
-        return torch.cat([cache[k] for k in CACHE_KEYS], dim=-1)
+    def encode_rows(
+        self, x: torch.Tensor, landmarks: torch.Tensor, signals: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """encode_frames packed into one ring-buffer row per face: (N, F) with the cache_keys features side by side."""
+        cache = self.encode_frames(x, landmarks, signals)
+        return torch.cat([cache[k] for k in self.cache_keys], dim=-1)
 
     def forward_last(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """The temporal head's newest step over packed rows (B, T, F) -> logits (B, 1, 7), valence/arousal (B, 1)."""
-        return self.forward_temporal(dict(zip(CACHE_KEYS, clips.split(self.row_sizes(), dim=-1), strict=True)), last=1)
+        rows = clips.split(self.row_sizes(), dim=-1)
+        return self.forward_temporal(dict(zip(self.cache_keys, rows, strict=True)), last=1)
