@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from modeltools import clip, max_diff, model_for, needs_weights, with_active_residuals
+from modeltools import clip, face_signals, max_diff, model_for, needs_weights, with_active_residuals, with_signals
 
 from emotion.align import CropSpec
 from emotion.errors import EmotionError
@@ -124,6 +124,23 @@ def test_dropped_track_restarts_and_retain_forgets():
         streamer.step(state, x[0, :2], lm[0, :2], [1])
 
 
+def test_streaming_with_signals_equals_whole_clip_and_needs_them():
+    model = model_for("mini_xception", signals=True)
+    streamer = TorchStreamer(model)
+    x, lm = clip(model.config, 1, 20)
+    signals = face_signals(model.config, 1, 20)
+    state = streamer.init_state()
+    streamed = [
+        streamer.step(state, x[0, t : t + 1].numpy(), lm[0, t : t + 1].numpy(), ["a"], signals[0, t : t + 1].numpy())
+        for t in range(20)
+    ]
+    with torch.inference_mode():
+        whole = model(x[:, 4:], lm[:, 4:], signals[:, 4:])  # the last window, as the ring buffer holds it
+    assert max_diff({k: v[0] for k, v in streamed[-1].items()}, {k: v[0, -1] for k, v in whole.items()}) < 1e-5
+    with pytest.raises(ValueError, match="signal stream"):
+        streamer.step(state, x[0, :1].numpy(), lm[0, :1].numpy(), ["a"])
+
+
 def test_faces_in_one_call_equal_separate_calls():
     model = model_for("mini_xception")
     streamer = TorchStreamer(model)
@@ -170,36 +187,56 @@ def trained_like() -> torch.nn.Module:
     return with_active_residuals(create_model(ModelConfig(), pretrained=True)).eval()
 
 
+@pytest.fixture(scope="module")
+def trained_like_with_signals(trained_like) -> torch.nn.Module:
+    """trained_like with a signal stream whose projection is active."""
+    model = create_model(with_signals(trained_like.config))
+    model.load_state_dict(trained_like.state_dict(), strict=False)
+    return with_active_residuals(model).eval()
+
+
 def _stream(streamer, frames: int = 40, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Faces entering and leaving over `frames` frames (histories from 1 to beyond the window), one step each."""
+    """Faces entering and leaving over `frames` frames (histories from 1 to beyond the window), one step each; for a
+    signal-stream model with signals, face 2's all zero (a face without signals)."""
     g = np.random.default_rng(seed)
     state, outs = streamer.init_state(), []
     for t in range(frames):
         ids = [i for i in range(5) if (t + 2 * i) % 9 != 0] if t > 3 else [0, 1]
         crops = g.uniform(-1, 1, (len(ids), 1, 64, 64)).astype(np.float32)
         landmarks = g.normal(size=(len(ids), 468, 3)).astype(np.float32)
-        outs.append(streamer.step(state, crops, landmarks, ids))
+        signals = None
+        if streamer.config.signals:
+            signals = face_signals(streamer.config, 1, len(ids), seed=t)[0].numpy()
+            signals[[i == 2 for i in ids]] = 0
+        outs.append(streamer.step(state, crops, landmarks, ids, signals))
         state.retain(ids)
     return outs
 
 
-def test_onnx_streaming_equals_eager_streaming(trained_like):
+@pytest.mark.parametrize("signals", [False, True], ids=["landmarks", "signals"])
+def test_onnx_streaming_equals_eager_streaming(trained_like, trained_like_with_signals, signals):
     pytest.importorskip("onnxruntime")
-    onnx_outs = _stream(OnnxStreamer(trained_like))
-    torch_outs = _stream(TorchStreamer(trained_like, torch.device("cpu")))
-    assert len(onnx_outs) == len(torch_outs) == 40
+    model = trained_like_with_signals if signals else trained_like
+    frames = 24 if signals else 40  # beyond the window either way
+    onnx_outs = _stream(OnnxStreamer(model), frames)
+    torch_outs = _stream(TorchStreamer(model, torch.device("cpu")), frames)
+    assert len(onnx_outs) == len(torch_outs) == frames
     for a, b in zip(onnx_outs, torch_outs):
         for key in ("logits", "valence", "arousal"):
             np.testing.assert_allclose(a[key], b[key], atol=TOLERANCE, rtol=0)
 
 
-def test_an_export_of_another_model_is_not_trusted(trained_like, tmp_path):
-    """A file exported from different weights fails the probe and is replaced by a fresh in-memory export."""
+def test_an_export_of_another_model_is_not_trusted(trained_like, trained_like_with_signals, tmp_path):
+    """A file exported from different weights, or with(out) a signals input, fails the probe and is replaced by a
+    fresh in-memory export."""
     pytest.importorskip("onnxruntime")
     stale = tmp_path / "stale.onnx"
     export_onnx(trained_like, stale)
-    streamer = OnnxStreamer(default_model(), stale)
-    assert streamer.source == "memory"
+    assert OnnxStreamer(default_model(), stale).source == "memory"
+    assert OnnxStreamer(trained_like_with_signals, stale).source == "memory"
+    export_onnx(trained_like_with_signals, stale)
+    assert OnnxStreamer(trained_like, stale).source == "memory"
+    assert OnnxStreamer(trained_like_with_signals, stale).source == str(stale)
 
 
 def test_backend_choice_and_names():

@@ -17,7 +17,7 @@ import torch
 
 from emotion.errors import EmotionError
 from emotion.model import ModelConfig, STNet
-from emotion.model.export import StreamStep, example_inputs, export_onnx
+from emotion.model.export import StreamStep, example_inputs, export_onnx, input_names
 from emotion.runtime.ring import RingBuffer
 
 Backend = Literal["auto", "onnx", "torch"]
@@ -42,10 +42,16 @@ class Streamer(Protocol):
         """Empty ring buffers for this streamer's tracks."""
 
     def step(
-        self, state: RingBuffer, crops: np.ndarray, landmarks: np.ndarray, track_ids: Sequence[Hashable]
+        self,
+        state: RingBuffer,
+        crops: np.ndarray,
+        landmarks: np.ndarray,
+        track_ids: Sequence[Hashable],
+        signals: np.ndarray | None = None,
     ) -> Outputs:
-        """N new faces: crops (N, C, S, S) float32 in [-1, 1], landmarks (N, L, 3) float32, distinct track ids ->
-        Outputs; each face's frame row is pushed into its track's ring buffer."""
+        """N new faces: crops (N, C, S, S) float32 in [-1, 1], landmarks (N, L, 3) float32, distinct track ids and,
+        for a model with a signal stream (config.signals = G > 0), face signals (N, G) float32 (zeros for a face
+        without them) -> Outputs; each face's frame row is pushed into its track's ring buffer."""
 
 
 class _RingStreamer:
@@ -60,11 +66,14 @@ class _RingStreamer:
     def init_state(self) -> RingBuffer:
         return RingBuffer(self.config.window, self.features)
 
-    @staticmethod
-    def _check(crops: np.ndarray, track_ids: Sequence[Hashable]) -> list[Hashable]:
+    def _check(self, crops: np.ndarray, track_ids: Sequence[Hashable], signals: np.ndarray | None) -> list[Hashable]:
         ids = list(track_ids)
         if len(ids) != crops.shape[0] or len(set(ids)) != len(ids):
             raise ValueError(f"need {crops.shape[0]} distinct track ids for {crops.shape[0]} faces, got {ids}")
+        g = self.config.signals
+        if g and (signals is None or signals.shape != (crops.shape[0], g)):
+            got = "none" if signals is None else f"shape {signals.shape}"
+            raise ValueError(f"this model has a signal stream: it needs face signals ({crops.shape[0]}, {g}), got {got}")
         return ids
 
     @torch.inference_mode()
@@ -88,11 +97,17 @@ class TorchStreamer(_RingStreamer):
 
     @torch.inference_mode()
     def step(
-        self, state: RingBuffer, crops: np.ndarray, landmarks: np.ndarray, track_ids: Sequence[Hashable]
+        self,
+        state: RingBuffer,
+        crops: np.ndarray,
+        landmarks: np.ndarray,
+        track_ids: Sequence[Hashable],
+        signals: np.ndarray | None = None,
     ) -> Outputs:
-        ids = self._check(crops, track_ids)
+        ids = self._check(crops, track_ids, signals)
         x, lm = torch.from_numpy(crops).to(self.device), torch.from_numpy(landmarks).to(self.device)
-        rows = self.model.encode_rows(x, lm).float().cpu().numpy()
+        a = torch.from_numpy(signals).to(self.device) if self.config.signals else None
+        rows = self.model.encode_rows(x, lm, a).float().cpu().numpy()
         for row, track in zip(rows, ids):
             state.push(track, row)
         n = len(ids)
@@ -148,7 +163,7 @@ class OnnxStreamer(_RingStreamer):
         """
         inputs = example_inputs(self.model, n=2, seed=1)
         try:
-            got = session.run(None, dict(zip(("crops", "landmarks", "history"), (x.numpy() for x in inputs))))
+            got = session.run(None, dict(zip(input_names(self.model), (x.numpy() for x in inputs), strict=True)))
         except Exception:  # a file for another model (other shapes) fails here
             return float("inf")
         with torch.inference_mode():
@@ -159,9 +174,14 @@ class OnnxStreamer(_RingStreamer):
         return max(float(np.abs(g - w.numpy()).max()) for g, w in pairs)
 
     def step(
-        self, state: RingBuffer, crops: np.ndarray, landmarks: np.ndarray, track_ids: Sequence[Hashable]
+        self,
+        state: RingBuffer,
+        crops: np.ndarray,
+        landmarks: np.ndarray,
+        track_ids: Sequence[Hashable],
+        signals: np.ndarray | None = None,
     ) -> Outputs:
-        ids = self._check(crops, track_ids)
+        ids = self._check(crops, track_ids, signals)
         w = self.config.window
         history = np.zeros((len(ids), w - 1, self.features), np.float32)
         short = []
@@ -170,9 +190,10 @@ class OnnxStreamer(_RingStreamer):
                 history[i] = state.frames(track)[-(w - 1) :]
             else:
                 short.append(i)
-        rows, logits, valence, arousal = self.session.run(
-            self._outputs, {"crops": crops, "landmarks": landmarks, "history": history}
-        )
+        feed = {"crops": crops, "landmarks": landmarks, "history": history}
+        if self.config.signals:
+            feed["signals"] = signals
+        rows, logits, valence, arousal = self.session.run(self._outputs, feed)
         for row, track in zip(rows, ids):
             state.push(track, row)
         out = {"logits": logits, "valence": valence, "arousal": arousal}
