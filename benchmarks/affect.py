@@ -39,7 +39,7 @@ def measure(layout: str, seed: int, epochs: int, freeze: bool, workdir: Path) ->
     config = TrainConfig(data=str(data), cache_dir=str(tmp / "cache"), models_dir=str(tmp / "models"),
                          runs_dir=str(tmp / "runs"), name="affect", epochs=epochs, batch_size=8, lr=3e-3,
                          warmup_epochs=0.5, threads=1, progress=False, patience=0, seed=seed,
-                         freeze_backbone_epochs=epochs if freeze else 0,
+                         freeze_backbone_epochs=epochs if freeze else 0, signal_stream=False,
                          va_weight=0.0 if layout == "categories" else 1.0)  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         result = run(config)

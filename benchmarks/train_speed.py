@@ -29,15 +29,17 @@ def measure_epoch(
     epochs: int = 1,
     loader_workers: int = 0,
     frozen_backbone: bool = False,
+    signal_stream: bool = True,
     workdir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train `epochs` epochs on `clips` synthetic cached clips (7 classes, no validation) and time them.
 
-    frozen_backbone times epochs with the frame CNN frozen (--freeze-backbone-epochs): no backward through it.
+    frozen_backbone times epochs with the frame CNN frozen (--freeze-backbone-epochs): no backward through it;
+    signal_stream False times a model without the face-signal stream (--no-signal-stream).
     """
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp_path = Path(tmp)
-        prep = PrepConfig(crop_size=crop_size, in_chans=1)
+        prep = PrepConfig(crop_size=crop_size, in_chans=1, signals=signal_stream)
         per_class = math.ceil(clips / 7)
         t0 = time.perf_counter()
         manifest = make_synthetic_dataset(
@@ -58,6 +60,7 @@ def measure_epoch(
             from_scratch=backbone != "mini_xception",
             loader_workers=loader_workers,
             freeze_backbone_epochs=epochs if frozen_backbone else 0,
+            signal_stream=signal_stream,
             val_split=0.0,
             progress=False,
         )
@@ -72,6 +75,7 @@ def measure_epoch(
         "crop_size": crop_size,
         "loader_workers": loader_workers,
         "frozen_backbone": frozen_backbone,
+        "signal_stream": signal_stream,
         "epochs": epochs,
         "seconds_per_epoch": min(seconds),
         "seconds_per_epoch_all": seconds,
@@ -91,15 +95,18 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--loader-workers", type=int, default=0)
     p.add_argument("--frozen-backbone", action="store_true", help="time epochs with the frame CNN frozen")
+    p.add_argument("--no-signal-stream", action="store_true", help="time a model without the face-signal stream")
     a = p.parse_args()
     r = measure_epoch(
-        a.clips, 16, a.batch_size, a.threads, a.backbone, a.crop_size, a.epochs, a.loader_workers, a.frozen_backbone
-    )
+        a.clips, 16, a.batch_size, a.threads, a.backbone, a.crop_size, a.epochs, a.loader_workers, a.frozen_backbone,
+        not a.no_signal_stream,
+    )  # fmt: skip
     print(
         f"{r['seconds_per_epoch']:.1f} s per epoch for {r['clips']} cached {r['frames_per_clip']}-frame clips "
         f"({r['clips_per_second']:.1f} clips/s; {r['backbone']} {r['crop_size']}px, batch {r['batch_size']}, "
         f"{r['threads']} threads, {r['loader_workers']} loader workers"
-        f"{', frozen backbone' if r['frozen_backbone'] else ''}; load average {r['load_average']:.1f})"
+        f"{', frozen backbone' if r['frozen_backbone'] else ''}"
+        f"{'' if r['signal_stream'] else ', no signal stream'}; load average {r['load_average']:.1f})"
     )
 
 

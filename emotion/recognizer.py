@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,7 @@ from emotion.model import CheckpointError, crops_to_tensor, default_model, load_
 from emotion.model.export import DEFAULT_ONNX, default_export_path
 from emotion.runtime import Backend, create_streamer
 from emotion.results import FaceResult, FrameResult
+from emotion.signals import SIGNAL_DIM
 from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.errors import EmotionError
 from emotion.imaging import to_bgr
@@ -70,6 +72,25 @@ def _mean_of_views(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
     return {"probabilities": probabilities / probabilities.sum(axis=-1, keepdims=True), **out}
 
 
+def _face_config_for(face_config: FaceConfig, signals: int) -> FaceConfig:
+    """The face stage's config for a model: one with a signal stream (`signals` > 0) reads the face signals, so they
+    are turned on where they are off by default; a config that turns off signals that are on by default is refused."""
+    if signals and signals != SIGNAL_DIM:
+        raise EmotionError(
+            f"this model reads {signals} face signals per frame, this version of emotion gives {SIGNAL_DIM}",
+            fix="retrain it with this version",
+        )
+    if not signals or face_config.signals:
+        return face_config
+    if FaceConfig().signals:
+        raise EmotionError(
+            "this model reads face signals (blendshapes, head pose, gaze), but they are turned off",
+            fix="leave face signals on (FaceConfig(signals=True)), or use a model trained without a signal stream",
+            cli_fix="leave out --no-signals, or pass --weights of a model trained with --no-signal-stream",
+        )
+    return replace(face_config, signals=True)
+
+
 class EmotionRecognizer:
     """Facial emotion recognition for still images, video files and live streams.
 
@@ -105,12 +126,12 @@ class EmotionRecognizer:
         except CheckpointError as exc:
             raise EmotionError(str(exc)) from None
         self.model.eval()
+        self.face_config = _face_config_for(face_config, self.model.config.signals)
         self.affect_source: str = extra.get("affect", self.model.affect_source)
         self._crop = CropSpec.of(self.model.config)
         exported = DEFAULT_ONNX if weights is None else default_export_path(weights, "onnx")
         self.streamer = create_streamer(self.model, self.device, backend, exported, threads)
         self.backend = self.streamer.name
-        self.face_config = face_config
         self.smoothing = smoothing
         self.timer = StageTimer()
         self._state = self.streamer.init_state()
@@ -140,12 +161,21 @@ class EmotionRecognizer:
                 crops = np.ascontiguousarray(crops[:, :, ::-1])
             crops = crops_to_tensor(crops, self.model.backbone.pretrained_cfg).numpy()
             landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
+            signals = self._signals(faces)
         with self.timer("model"):
-            out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces])
+            out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces], signals)
             logits = out["logits"] - out["logits"].max(axis=-1, keepdims=True)
             probabilities = np.exp(logits)
             probabilities /= probabilities.sum(axis=-1, keepdims=True)
         return {"probabilities": probabilities, "valence": out["valence"], "arousal": out["arousal"]}
+
+    def _signals(self, faces: list[Face]) -> np.ndarray | None:
+        """(N, G) face signals for a model with a signal stream (zeros for a face without them), else None."""
+        g = self.model.config.signals
+        if not g:
+            return None
+        zeros = np.zeros(g, np.float32)
+        return np.stack([zeros if f.signals is None else f.signals.vector() for f in faces])
 
     def _forget_lost_tracks(self, faces: list[Face]) -> None:
         """Drop the ring buffer and smoothing of tracks unseen for longer than the face stage keeps them."""

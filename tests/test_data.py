@@ -1,5 +1,5 @@
-"""Dataset adapters on trees with each dataset's real naming, splits, the face-stage cache on real clips, clip
-sampling, augmentation that keeps crops and landmarks consistent, and the samplers."""
+"""Dataset adapters on trees with each dataset's real naming, splits, the face-stage cache on real clips (with face
+signals too), clip sampling, augmentation that keeps crops, landmarks and signals consistent, and the samplers."""
 
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.training.augment import MIRROR, AugmentConfig, augment_clip
+from emotion.signals import SIGNAL_DIM
+from emotion.training.augment import MIRROR, ROLL, SIGNAL_MIRROR, AugmentConfig, augment_clip, mirror_signals
 from emotion.training.cache import PrepConfig, preprocess
 from emotion.training.clips import ClipDataset, EpochSampler, eval_windows, sample_indices
 from emotion.training.datasets import ClipRecord, detect_format, label_index, load_dataset, read_va_file
@@ -222,7 +223,21 @@ def test_preprocess_real_clips_caches_tracks_and_skips_bad_ones(tmp_path, shared
     assert again == clips
     color, _ = preprocess(scan.records[:1], cache, PrepConfig(crop_size=48, in_chans=3), progress=False)
     assert color[0].path != clips[0].path and np.load(color[0].path)["crops"].shape == (12, 48, 48, 3)
+    assert "signals" not in np.load(clips[0].path).files
     assert sky.exists()
+
+    signals, _ = preprocess(scan.records[:1], cache, PrepConfig(signals=True), progress=False)
+    assert signals[0].path != clips[0].path  # its own cache entry: a cache without signals is never taken for one
+    with np.load(signals[0].path) as z:
+        cached, first_crop = z["signals"], z["crops"][0]
+    assert cached.shape == (12, SIGNAL_DIM) and cached.dtype == np.float32
+    with FaceAnalyzer(FaceConfig(signals=True), static=False) as analyzer:  # as the recognizer runs for such a model
+        cap = cv2.VideoCapture(str(face))
+        frame = cap.read()[1]
+        found = analyzer(frame)[0]
+        np.testing.assert_allclose(cached[0], found.signals.vector(), atol=1e-6)
+        np.testing.assert_array_equal(first_crop, CropSpec()(frame, found.landmarks))
+        cap.release()
 
 
 def test_mirror_map_matches_mediapipe_on_a_flipped_photo(shared_data):
@@ -240,6 +255,41 @@ def test_mirror_map_matches_mediapipe_on_a_flipped_photo(shared_data):
     assert err < 0.03 and err < 0.1 * np.abs(unpermuted - flipped)[:, :2].mean()
 
 
+def test_signal_mirror_matches_mediapipe_on_a_flipped_photo(shared_data):
+    """Mirrored signals of a photo against the signals of the mirrored photo: head and gaze yaw and the head's roll
+    change sign, and the left/right differences of the blendshapes swap sides."""
+    from emotion.face import FaceAnalyzer, FaceConfig
+
+    mirror = np.asarray(SIGNAL_MIRROR)
+    assert sorted(mirror) == list(range(SIGNAL_DIM)) and (mirror[mirror] == np.arange(SIGNAL_DIM)).all()
+    image = cv2.imread(str(shared_data / "images" / "single_face.jpg"))
+    with FaceAnalyzer(FaceConfig(signals=True), static=True) as analyzer:
+        original = analyzer(image)[0].signals.vector()
+        flipped = analyzer(np.ascontiguousarray(image[:, ::-1]))[0].signals.vector()
+    predicted = mirror_signals(original)
+    angles = slice(ROLL - 2, SIGNAL_DIM)
+    assert np.abs(predicted[angles] - flipped[angles]).max() * 90 < 3  # degrees
+    assert original[ROLL - 2] * 90 < -5 < 5 < flipped[ROLL - 2] * 90  # the head turned: yaw's sign tells the side
+    sided = [i for i in range(len(mirror)) if mirror[i] != i]
+    assert np.corrcoef(original[sided] - original[mirror[sided]], flipped[mirror[sided]] - flipped[sided])[0, 1] > 0.5
+
+
+def test_augmentation_mirrors_and_turns_the_signals():
+    rng = np.random.default_rng(0)
+    signals = rng.uniform(0, 1, (3, SIGNAL_DIM)).astype(np.float32)
+    signals[1] = 0  # a frame without signals
+    crops, lm = np.zeros((3, 32, 32), np.uint8), rng.normal(size=(3, 468, 3)).astype(np.float32)
+    aug = AugmentConfig(flip=1.0, rotate=15, scale=0, shift=0, brightness=0, contrast=0, landmark_jitter=0)
+    _, _, out = augment_clip(crops, lm, aug, np.random.default_rng(3), signals)
+    angle = np.random.default_rng(3)
+    angle.random()
+    turned = mirror_signals(signals)
+    turned[[0, 2], ROLL] += angle.uniform(-15, 15) / 90
+    np.testing.assert_allclose(out, turned, atol=1e-6)
+    assert not out[1].any() and out[0, ROLL] != -signals[0, ROLL]
+    assert augment_clip(crops, lm, aug, np.random.default_rng(3))[2] is None
+
+
 def test_augmentation_moves_landmarks_with_the_pixels():
     s, scale, centre = 64, 8.0, 31.5
     rng = np.random.default_rng(0)
@@ -251,7 +301,7 @@ def test_augmentation_moves_landmarks_with_the_pixels():
         x, y = (lm[0, index, :2] * scale + centre).round().astype(int)
         crops[:, y - 1 : y + 2, x - 1 : x + 2] = value
     aug = AugmentConfig(flip=1.0, rotate=15, scale=0.1, shift=0, brightness=0, contrast=0, landmark_jitter=0)
-    out, out_lm = augment_clip(crops, lm, aug, np.random.default_rng(3))
+    out, out_lm, _ = augment_clip(crops, lm, aug, np.random.default_rng(3))
     for index, low, high in ((33, 100, 160), (263, 200, 256)):  # after the flip, landmark 33 sits on old 263's blob
         x, y = out_lm[0, index, :2] * scale + centre
         yy, xx = np.mgrid[0:s, 0:s]
@@ -260,7 +310,7 @@ def test_augmentation_moves_landmarks_with_the_pixels():
         weights = out[0].astype(float) * near
         cx, cy = (weights * xx).sum() / weights.sum(), (weights * yy).sum() / weights.sum()
         assert abs(cx - x) < 0.75 and abs(cy - y) < 0.75
-    bright, _ = augment_clip(
+    bright, _, _ = augment_clip(
         crops + 50,
         lm,
         AugmentConfig(flip=0, rotate=0, scale=0, shift=0, brightness=0.2, contrast=0.2, landmark_jitter=0.01),

@@ -16,7 +16,9 @@ from support import SHARED, assert_clean_error, cli, needs_shared
 from emotion.errors import EmotionError
 from emotion.recognizer import EmotionRecognizer
 from emotion.io.files import read_image
+from emotion.model import load_checkpoint
 from emotion.model.checkpoint import PRETRAINED_CONFIG
+from emotion.signals import SIGNAL_DIM
 from emotion.training.cache import PrepConfig
 from emotion.training.datasets import detect_layout, scan_photos
 from emotion.training.evaluate import EvalConfig, resolve_layout, run
@@ -171,6 +173,8 @@ def _cut(video: Path, start: int, stop: int, out: Path) -> Path:
 
 
 def test_real_clips_preprocess_train_evaluate_and_play(tmp_path, shared_data):
+    """Real clips through the command line: the face stage with signals caches them, a model with the signal stream
+    trains on them, and --evaluate and --video run that checkpoint (the face stage with signals again)."""
     video = shared_data / "videos" / "WolfgangLanger_Pexels.mp4"
     data = tmp_path / "wolfgang"
     for i, start in enumerate((0, 50, 100, 150)):
@@ -202,6 +206,10 @@ def test_real_clips_preprocess_train_evaluate_and_play(tmp_path, shared_data):
     assert "train 6 clips, val 2 clips" in train.stdout and "epoch 2/2" in train.stdout
     best = tmp_path / "models" / "wolfgang" / "best.pt"
     assert best.is_file() and len(list(cache.rglob("*.npz"))) == 8
+    assert load_checkpoint(best)[1].signals == SIGNAL_DIM  # the signal stream is on by default
+    for entry in cache.rglob("*.npz"):
+        with np.load(entry) as z:
+            assert z["signals"].shape == (len(z["frames"]), SIGNAL_DIM) and z["signals"].any(axis=1).all()
 
     out = tmp_path / "eval"
     evaluation = cli(

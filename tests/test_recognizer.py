@@ -71,3 +71,37 @@ def test_still_images_average_the_mirror_image_and_video_does_not(recognizer):
     recognizer.reset()
     step = recognizer.step(image).faces[0]
     np.testing.assert_allclose(step.raw_probabilities, torch.softmax(logits[0], -1).numpy(), atol=1e-4)
+
+
+@needs_shared
+def test_a_signal_stream_model_gets_the_face_signals(tmp_path):
+    """A checkpoint with a signal stream turns the face signals on (they are off by default) and is fed each face's
+    FaceSignals.vector(): its outputs are those of the model on that face's crop, landmarks and signals. A checkpoint
+    for another number of signals is refused with the fix."""
+    from dataclasses import replace
+
+    from modeltools import model_for
+
+    from emotion.face import FaceAnalyzer, FaceConfig
+    from emotion.model import create_model, save_checkpoint
+
+    model = model_for("mini_xception", signals=True)
+    checkpoint = save_checkpoint(tmp_path / "signals.pt", model, model.config)
+    image = cv2.imread(str(SHARED / "images" / "single_face.jpg"))
+    with EmotionRecognizer(checkpoint, device="cpu", backend="torch") as rec:
+        assert rec.face_config.signals
+        face = rec.predict_image(image).faces[0]
+    with FaceAnalyzer(FaceConfig(signals=True), static=True) as analyzer:
+        found = analyzer(image)[0]
+    crop = crops_to_tensor(CropSpec.of(model.config)(image, found.landmarks)[None], model.backbone.pretrained_cfg)
+    inputs = crop[None], torch.from_numpy(found.landmarks_norm)[None, None]
+    with torch.inference_mode():
+        out = model(*inputs, torch.from_numpy(found.signals.vector())[None, None])
+        blind = model(*inputs, torch.zeros(1, 1, model.config.signals))
+    np.testing.assert_allclose(face.raw_probabilities, torch.softmax(out["logits"][0, 0], -1), atol=1e-5)
+    assert np.abs(face.raw_probabilities - torch.softmax(blind["logits"][0, 0], -1).numpy()).max() > 1e-3
+    ten = create_model(replace(model.config, signals=10))
+    other = save_checkpoint(tmp_path / "other.pt", ten, ten.config)
+    with pytest.raises(EmotionError, match="reads 10 face signals per frame") as info:
+        EmotionRecognizer(other, device="cpu")
+    assert "retrain" in str(info.value)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from emotion.labels import circumplex_matrix
 from emotion.model import create_model, crops_to_tensor, load_checkpoint, save_checkpoint
 from emotion.model.stnet import ModelConfig
 from emotion.recognizer import EmotionRecognizer
+from emotion.signals import SIGNAL_DIM
 from emotion.training.cache import PrepConfig, preprocess
 from emotion.training.datasets import load_dataset, read_va_file
 from emotion.training.evaluate import EvalConfig
@@ -42,9 +44,11 @@ SMALL = {"backbone": "wide_cnn", "crop_size": 32, "from_scratch": True}
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> tuple[Path, Path]:
-    """(manifest, cache dir) of 3 separable classes x 8 cached 24-frame clips at 32x32 (2 per class held out)."""
+    """(manifest, cache dir) of 3 separable classes x 8 cached 24-frame clips at 32x32 with face signals (2 per class
+    held out)."""
     tmp = tmp_path_factory.mktemp("synthetic")
-    return make_synthetic_dataset(tmp / "syn", tmp / "cache", 8, prep=PrepConfig(crop_size=32)), tmp / "cache"
+    prep = PrepConfig(crop_size=32, signals=True)
+    return make_synthetic_dataset(tmp / "syn", tmp / "cache", 8, prep=prep), tmp / "cache"
 
 
 def small_config(tmp_path: Path, synthetic: tuple[Path, Path], **overrides) -> TrainConfig:
@@ -140,10 +144,34 @@ def test_frozen_backbone_epochs(tmp_path, synthetic):
     )
     run(config, on_epoch_end=lambda e, m: snapshots.append(load_checkpoint(tmp_path / "models/frz/last.pt")[0]))
     after_frozen, after_free = (s.state_dict() for s in snapshots)
+    assert snapshots[0].config.signals == SIGNAL_DIM  # the checkpoint had no signal stream: fine-tuning added one
     backbone = [k for k in start if k.startswith("backbone.")]
     assert all(torch.equal(start[k], after_frozen[k]) for k in backbone)  # weights and BatchNorm statistics
     assert not torch.equal(start["fusion.gate.weight"], after_frozen["fusion.gate.weight"])
     assert not all(torch.equal(start[k], after_free[k]) for k in backbone)
+
+
+def test_the_signal_stream_learns_what_only_the_signals_tell(tmp_path):
+    """Clips whose class, and so valence and arousal, are in their face signals only (crops and landmarks noise): a
+    model with the signal stream (the default) learns valence and arousal, one trained with signal_stream off cannot.
+    A checkpoint with a signal stream cannot be fine-tuned without it."""
+    results = {}
+    for stream in (True, False):
+        prep = PrepConfig(crop_size=32, signals=stream)
+        manifest = make_synthetic_dataset(tmp_path / "syn", tmp_path / "cache", 8, prep=prep, cue="signals")
+        config = small_config(tmp_path, (manifest, tmp_path / "cache"), name=f"stream-{stream}", epochs=8,
+                              signal_stream=stream)  # fmt: skip
+        results[stream] = run(config)["history"][-1], config
+    learned, blind = results[True][0], results[False][0]
+    assert min(learned["ccc_valence"], learned["ccc_arousal"]) > 0.4, learned
+    assert max(blind["ccc_valence"], blind["ccc_arousal"]) < 0.1, blind
+    best = Path(results[True][1].models_dir) / "stream-True" / "best.pt"
+    _, with_stream, extra = load_checkpoint(best)
+    assert with_stream.signals == SIGNAL_DIM and extra["train_config"]["signal_stream"]
+    assert load_checkpoint(best.parent.with_name("stream-False") / "best.pt")[1].signals == 0
+    with pytest.raises(EmotionError, match="fine-tuning cannot take away") as refusal:
+        run(replace(results[False][1], name="refused", weights=str(best), from_scratch=False))
+    assert "signal_stream=True" in str(refusal.value) and "--" not in str(refusal.value)
 
 
 @needs_weights
@@ -153,25 +181,26 @@ def test_valence_arousal_labels_train_heads_that_the_recognizer_reports(tmp_path
     EmotionRecognizer reports the head, near the labels and away from the circumplex of its own probabilities, while
     the default model reports exactly that circumplex, smoothed per track or not."""
     root = make_synthetic_dataset(
-        tmp_path / "aw", tmp_path / "cache", 8, frames=16, affect="opposite", layout="affwild"
-    )
+        tmp_path / "aw", tmp_path / "cache", 8, frames=16, affect="opposite", layout="affwild",
+        prep=PrepConfig(signals=True),
+    )  # fmt: skip
     epochs = 16
     result = run(TrainConfig(data=str(root), cache_dir=str(tmp_path / "cache"), models_dir=str(tmp_path / "models"),
                              runs_dir=str(tmp_path / "runs"), name="aw", epochs=epochs, freeze_backbone_epochs=epochs,
                              batch_size=8, lr=3e-3, warmup_epochs=0.5, threads=1, progress=False))  # fmt: skip
     assert result["monitor"] == "ccc" and load_checkpoint(result["best"])[2]["affect"] == "learned"
     circumplex = np.array(circumplex_matrix())
-    val = [c for c in preprocess(load_dataset(root).records, tmp_path / "cache", progress=False)[0]
-           if c.record.split == "val"]  # fmt: skip
+    val = [c for c in preprocess(load_dataset(root).records, tmp_path / "cache", PrepConfig(signals=True),
+                                 progress=False)[0] if c.record.split == "val"]  # fmt: skip
     with EmotionRecognizer(result["best"], device="cpu") as rec:
         assert rec.affect_source == "learned" and rec.backend == "onnx"
         state, last = rec.streamer.init_state(), []
         for i, clip_ in enumerate(val):
             with np.load(clip_.path) as z:
                 crops = crops_to_tensor(z["crops"], rec.model.backbone.pretrained_cfg).numpy()
-                landmarks = z["landmarks"].astype(np.float32)
+                landmarks, signals = z["landmarks"].astype(np.float32), z["signals"]
             for t in range(len(crops)):  # frame by frame: the last frame goes through the exported ONNX step
-                out = rec.streamer.step(state, crops[t : t + 1], landmarks[t : t + 1], [i])
+                out = rec.streamer.step(state, crops[t : t + 1], landmarks[t : t + 1], [i], signals[t : t + 1])
             last.append(out)
         learned = np.stack([np.concatenate([o["valence"], o["arousal"]]) for o in last])
         probs = np.concatenate([np.exp(o["logits"]) / np.exp(o["logits"]).sum(-1, keepdims=True) for o in last])

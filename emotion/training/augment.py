@@ -1,5 +1,6 @@
-"""Training augmentation that moves crops and landmarks together: flip with mirrored landmark order, small affine,
-brightness/contrast and landmark jitter, one random draw per clip."""
+"""Training augmentation that moves crops, landmarks and face signals together: flip with mirrored landmark order
+and mirrored signals, small affine (its rotation turns the head's roll too), brightness/contrast and landmark jitter,
+one random draw per clip."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from emotion.signals import BLENDSHAPE_NAMES, SIGNAL_DIM
 
 
 # fmt: off
@@ -39,6 +42,29 @@ horizontally flipped face keeps its semantic landmark order. Derived once by opt
 onto itself over five real frontal faces, summed; tests check it against MediaPipe on a flipped photo."""
 
 
+def _swap_sides(name: str) -> str:
+    return name.replace("Left", "\0").replace("Right", "Left").replace("\0", "Right")
+
+
+SIGNAL_MIRROR: tuple[int, ...] = tuple(BLENDSHAPE_NAMES.index(_swap_sides(n)) for n in BLENDSHAPE_NAMES) + tuple(
+    range(len(BLENDSHAPE_NAMES), SIGNAL_DIM)
+)
+"""Index in FaceSignals.vector() of each signal's mirror image: a blendshape of the person's left side takes its
+right twin's place (eyeBlinkLeft <-> eyeBlinkRight, jawLeft <-> jawRight); pose and gaze keep their places and
+SIGNAL_FLIP turns their signs."""
+
+SIGNAL_FLIP = np.array([1.0] * len(BLENDSHAPE_NAMES) + [-1.0, 1.0, -1.0, -1.0, 1.0], np.float32)
+"""Sign of each mirrored signal: a mirror image turns the head's yaw and roll and the gaze's yaw the other way."""
+
+ROLL = len(BLENDSHAPE_NAMES) + 2
+"""Index of the head's roll (units of 90 degrees) in FaceSignals.vector()."""
+
+
+def mirror_signals(signals: np.ndarray) -> np.ndarray:
+    """Face signals (..., G) of the horizontally mirrored image (all-zero vectors, faces without signals, stay zero)."""
+    return signals[..., list(SIGNAL_MIRROR)] * SIGNAL_FLIP
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentation; one random draw per clip, applied to all its frames and landmarks alike."""
@@ -59,16 +85,24 @@ class AugmentConfig:
 
 
 def augment_clip(
-    crops: np.ndarray, landmarks: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+    crops: np.ndarray,
+    landmarks: np.ndarray,
+    aug: AugmentConfig,
+    rng: np.random.Generator,
+    signals: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Flip, small affine and brightness/contrast for crops (T, S, S[, 3]) uint8, and the same flip and affine for
     landmarks (T, L, 3): crop and normalised landmarks share their axes up to scale and shift, so the crop's linear
-    map applies to landmark x, y as it is."""
+    map applies to landmark x, y as it is. Face signals (T, G), when given, are mirrored with the flip and their
+    roll turned with the rotation (frames without signals stay all zero). -> crops, landmarks, signals."""
     crops, landmarks = crops.copy(), landmarks.astype(np.float32, copy=True)
+    signals = None if signals is None else signals.astype(np.float32, copy=True)
     if rng.random() < aug.flip:
         crops = np.ascontiguousarray(crops[:, :, ::-1])
         landmarks = landmarks[:, list(MIRROR)]
         landmarks[..., 0] *= -1
+        if signals is not None:
+            signals = mirror_signals(signals)
     size = crops.shape[1]
     angle = rng.uniform(-aug.rotate, aug.rotate)
     zoom = 1.0 + rng.uniform(-aug.scale, aug.scale)
@@ -80,9 +114,12 @@ def augment_clip(
         )
     landmarks[..., :2] = landmarks[..., :2] @ matrix[:, :2].T.astype(np.float32)
     landmarks[..., 2] *= zoom
+    if signals is not None:  # the crop turned counter-clockwise by `angle` degrees: so did the head in it
+        present = np.abs(signals).max(axis=-1) > 0
+        signals[present, ROLL] += angle / 90.0
     landmarks += rng.normal(0.0, aug.landmark_jitter, landmarks.shape).astype(np.float32)
     gain = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
     offset = rng.uniform(-aug.brightness, aug.brightness) * 255.0
     mean = crops.mean()
     crops = np.clip((crops.astype(np.float32) - mean) * gain + mean + offset, 0, 255).astype(np.uint8)
-    return crops, landmarks
+    return crops, landmarks, signals

@@ -1,4 +1,5 @@
-"""The face-stage cache: each clip's largest face track (aligned crops, normalised landmarks) as one compressed .npz.
+"""The face-stage cache: each clip's largest face track (aligned crops, normalised landmarks and, for a model with a
+signal stream, face signals) as one compressed .npz.
 
 `preprocess` runs the face stage once per clip, in worker processes, keyed by a hash of the file's bytes and the
 preprocessing settings, so later epochs, runs and evaluations never run MediaPipe again.
@@ -26,8 +27,9 @@ from emotion.formats import IMAGE_SUFFIXES
 from emotion.text import plural
 from emotion.training.datasets import ClipRecord
 
-CACHE_VERSION = 1
-"""Part of every cache key: bump it when the cached arrays change meaning, so old entries are never reused."""
+CACHE_VERSION = 2
+"""Part of every cache key: bump it when the cached arrays change meaning, so old entries are never reused.
+2: PrepConfig.signals (entries of a signal-stream model hold the face signals)."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,13 @@ class PrepConfig:
     crop_rotate: bool = True
     max_faces: int = 10  # faces per frame the face stage follows; the largest track is kept
     max_side: int = 1920  # px; longer frames are downscaled for MediaPipe, as at inference
-
+    signals: bool = False  # the face stage adds face signals (FaceConfig.signals), cached as `signals` (F, G)
 
     @classmethod
     def of_model(cls, config) -> PrepConfig:
-        """The preprocessing whose crops a model (its ModelConfig) takes."""
+        """The preprocessing whose crops (and, for a signal stream, face signals) a model (its ModelConfig) takes."""
         crop = CropSpec.of(config)
-        return cls(crop.size, crop.in_chans, crop.margin, crop.framing, crop.rotate)
+        return cls(crop.size, crop.in_chans, crop.margin, crop.framing, crop.rotate, signals=config.signals > 0)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def _analyzer(prep: PrepConfig):
     from emotion.face import FaceAnalyzer, FaceConfig
 
     if prep not in _ANALYZERS:
-        config = FaceConfig(max_faces=prep.max_faces, max_side=prep.max_side)
+        config = FaceConfig(max_faces=prep.max_faces, max_side=prep.max_side, signals=prep.signals)
         _ANALYZERS[prep] = FaceAnalyzer(config, static=False)
     analyzer = _ANALYZERS[prep]
     analyzer.reset()
@@ -167,7 +169,10 @@ def _analyzer(prep: PrepConfig):
 def extract_track(source: str | Path, prep: PrepConfig, face: str = "largest") -> dict[str, np.ndarray]:
     """Run the face stage over a clip and keep one face: the track with the largest summed box area, or the
     left-/right-most face of each frame. -> crops (F, S, S[, 3]) uint8, landmarks (F, L, 3) float16 (normalised
-    as at inference), frames (F,) int32 frame indices, total () frames read."""
+    as at inference), frames (F,) int32 frame indices, total () frames read; with prep.signals also signals (F, G)
+    float32, FaceSignals.vector() of each frame (all zero where the face stage gave the face none)."""
+    from emotion.signals import SIGNAL_DIM
+
     analyzer = _analyzer(prep)
     crop = CropSpec.of(prep)
     tracks: dict[Any, dict[str, list]] = {}
@@ -180,26 +185,24 @@ def extract_track(source: str | Path, prep: PrepConfig, face: str = "largest") -
             faces = [faces[int(np.argmin(centre) if face == "left" else np.argmax(centre))]]
         for f in faces:
             key = face if face in ("left", "right") else f.track_id
-            t = tracks.setdefault(key, {"crops": [], "landmarks": [], "frames": [], "area": 0.0})
+            t = tracks.setdefault(key, {"crops": [], "landmarks": [], "signals": [], "frames": [], "area": 0.0})
             t["crops"].append(crop(frame, f.landmarks))
             t["landmarks"].append(f.landmarks_norm)
+            t["signals"].append(np.zeros(SIGNAL_DIM, np.float32) if f.signals is None else f.signals.vector())
             t["frames"].append(index)
             t["area"] += float(f.box[2] * f.box[3])
     shape = (prep.crop_size, prep.crop_size) + ((3,) if prep.in_chans == 3 else ())
-    if not tracks:
-        return {
-            "crops": np.zeros((0, *shape), np.uint8),
-            "landmarks": np.zeros((0, 468, 3), np.float16),
-            "frames": np.zeros(0, np.int32),
-            "total": np.array(total),
-        }
-    best = max(tracks.values(), key=lambda t: t["area"])
-    return {
-        "crops": np.stack(best["crops"]).astype(np.uint8),
-        "landmarks": np.stack(best["landmarks"]).astype(np.float16),
+    empty: dict[str, list] = {"crops": [], "landmarks": [], "signals": [], "frames": []}
+    best = max(tracks.values(), key=lambda t: t["area"]) if tracks else empty
+    arrays = {
+        "crops": np.asarray(best["crops"], np.uint8).reshape(-1, *shape),
+        "landmarks": np.asarray(best["landmarks"], np.float16).reshape(-1, 468, 3),
         "frames": np.asarray(best["frames"], np.int32),
         "total": np.array(total),
     }
+    if prep.signals:
+        arrays["signals"] = np.asarray(best["signals"], np.float32).reshape(-1, SIGNAL_DIM)
+    return arrays
 
 
 def _extract_to_cache(source: str, prep: PrepConfig, face: str, path: str) -> tuple[str, int, str]:

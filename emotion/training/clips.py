@@ -54,7 +54,8 @@ def clip_va(clip: CachedClip, frames: np.ndarray) -> np.ndarray:
 
 
 class ClipDataset(Dataset):
-    """T-frame windows of cached clips as uint8 crops, float landmarks, a label and per-frame valence/arousal.
+    """T-frame windows of cached clips as uint8 crops, float landmarks, a label, per-frame valence/arousal and, when
+    the cache holds them (PrepConfig.signals), per-frame face signals.
 
     Training (augment given): one random window per clip per epoch, drawn from (seed, epoch, index) so the result
     does not depend on worker processes or on resuming. Evaluation: up to `windows` fixed windows per clip.
@@ -99,7 +100,7 @@ class ClipDataset(Dataset):
             self._cache.move_to_end(c)
             return self._cache[c]
         with np.load(self.clips[c].path) as z:
-            arrays = {k: z[k] for k in ("crops", "landmarks", "frames")}
+            arrays = {k: z[k] for k in ("crops", "landmarks", "signals", "frames") if k in z.files}
         arrays["va"] = clip_va(self.clips[c], arrays["frames"])
         size = sum(a.nbytes for a in arrays.values())
         while self._cache and self._cached_bytes + size > self.cache_bytes:
@@ -116,18 +117,23 @@ class ClipDataset(Dataset):
         frames = len(arrays["frames"])
         if self.augment is None:
             idx = np.minimum(start + np.arange(self.window), frames - 1)
-            crops, landmarks = arrays["crops"][idx], arrays["landmarks"][idx].astype(np.float32)
         else:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             idx = sample_indices(frames, self.window, rng, self.augment.max_stride)
-            crops, landmarks = augment_clip(arrays["crops"][idx], arrays["landmarks"][idx], self.augment, rng)
-        return {
+        crops, landmarks = arrays["crops"][idx], arrays["landmarks"][idx]
+        signals = arrays["signals"][idx] if "signals" in arrays else None
+        if self.augment is not None:
+            crops, landmarks, signals = augment_clip(crops, landmarks, self.augment, rng, signals)
+        item = {
             "crops": torch.from_numpy(np.ascontiguousarray(crops)),
             "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
             "label": torch.tensor(self.clips[c].record.label, dtype=torch.long),
             "va": torch.from_numpy(arrays["va"][idx]),
             "clip": torch.tensor(c, dtype=torch.long),
         }
+        if signals is not None:
+            item["signals"] = torch.from_numpy(np.ascontiguousarray(signals, dtype=np.float32))
+        return item
 
 
 class EpochSampler(Sampler[int]):

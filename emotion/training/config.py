@@ -99,6 +99,12 @@ class TrainConfig(DataConfig):
     loader_workers: int = option("--train: DataLoader processes (one thread each)", 0, metavar="N")
     amp: bool = True  # mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on the CPU
     augment: bool = option("--train: no flip/affine/brightness/landmark-jitter augmentation", True)
+    signal_stream: bool = option(
+        "--train: a model without the face-signal stream (52 blendshapes, head pose and gaze per frame beside the "
+        "landmarks; README 'Training and evaluation'); by default a new model has it and a --weights checkpoint "
+        "without one gains it",
+        True,
+    )
     eval_windows: int = 4  # validation windows per clip, averaged into one prediction
 
     def __post_init__(self) -> None:

@@ -20,6 +20,12 @@ def model_input(crops: torch.Tensor, device: torch.device) -> torch.Tensor:
     return crops_to_tensor(crops.to(device, non_blocking=True))
 
 
+def batch_signals(batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
+    """A ClipDataset batch's face signals (B, T, G) on `device`, None when its cache holds none."""
+    signals = batch.get("signals")
+    return None if signals is None else signals.to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device, amp: bool = False) -> dict[str, np.ndarray]:
     """Run the model over a loader of ClipDataset batches -> per item: clip (n,), probs (n, 7) averaged over the
@@ -29,7 +35,7 @@ def predict(model: torch.nn.Module, loader, device: torch.device, amp: bool = Fa
     for batch in loader:
         x = model_input(batch["crops"], device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            out = model(x, batch["landmarks"].to(device, non_blocking=True))
+            out = model(x, batch["landmarks"].to(device, non_blocking=True), batch_signals(batch, device))
         parts["clip"].append(batch["clip"].numpy())
         parts["probs"].append(torch.softmax(out["logits"].float(), dim=-1).mean(dim=1).cpu().numpy())
         parts["va_pred"].append(torch.stack([out["valence"], out["arousal"]], dim=-1).float().cpu().numpy())

@@ -10,11 +10,17 @@ from typing import Literal
 import numpy as np
 
 from emotion.labels import CIRCUMPLEX, LABELS
+from emotion.signals import BLENDSHAPE_NAMES, SIGNAL_DIM
+from emotion.training.augment import SIGNAL_MIRROR
 from emotion.training.cache import PrepConfig, cache_key, cache_path, content_hash, write_npz
 
 Affect = Literal["circumplex", "opposite"]
 """Valence/arousal labels of a synthetic class: its circumplex point, or that point mirrored through the centre
 (so that a model which reports the circumplex prior of its probabilities is as wrong as it can be)."""
+
+Cue = Literal["crops", "signals"]
+"""What tells a synthetic clip's class: a bright square in its crops, or its face signals' blendshapes (crops then
+noise alone)."""
 
 Layout = Literal["csv", "affwild"]
 """A CSV manifest with categories and clip valence/arousal, or Aff-Wild2 style: per-frame `<clip>.txt` beside
@@ -32,6 +38,7 @@ def make_synthetic_dataset(
     seed: int = 0,
     affect: Affect = "circumplex",
     layout: Layout = "csv",
+    cue: Cue = "crops",
 ) -> Path:
     """A separable synthetic dataset that is already cached (for tests and benchmarks); returns its manifest (csv)
     or its folder (affwild).
@@ -39,10 +46,17 @@ def make_synthetic_dataset(
     Each clip is a small stub source file (distinct bytes, so its own cache key) and a cache entry whose crops show
     a bright square at a height that depends on the class (unchanged by flips), over noise; landmarks are noise
     around a random shape; valence/arousal are the class's `affect` point. The layout fixes the train/val split.
+    With prep.signals the entries hold face signals: uniform blendshapes and small angles; with cue "signals" (then
+    no square) the blendshapes are noise around an expression of the class (the same on both sides of the face, so
+    a flip keeps it).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    signal_rng = np.random.default_rng([seed, 1])
+    blendshapes = len(BLENDSHAPE_NAMES)
+    expressions = signal_rng.uniform(0, 1, (len(classes), SIGNAL_DIM))
+    expressions = (expressions + expressions[:, list(SIGNAL_MIRROR)]) / 2
     s = prep.crop_size
     shape = (frames, s, s) + ((3,) if prep.in_chans == 3 else ())
     base = rng.normal(0, 1, (468, 3)).astype(np.float32)
@@ -58,13 +72,20 @@ def make_synthetic_dataset(
             source.write_text(f"synthetic clip {label} {j} {seed}\n")
             crops = rng.integers(0, 96, shape).astype(np.uint8)
             y, half = (k + 1) * s // (len(classes) + 1), max(2, s // 8)
-            crops[:, y - half : y + half, s // 2 - half : s // 2 + half] = 230
+            if cue == "crops":
+                crops[:, y - half : y + half, s // 2 - half : s // 2 + half] = 230
             landmarks = base + rng.normal(0, 0.05, (frames, 468, 3)).astype(np.float32)
+            arrays = {"crops": crops, "landmarks": landmarks.astype(np.float16)}
+            if prep.signals:
+                signals = signal_rng.uniform(0, 1, (frames, SIGNAL_DIM)).astype(np.float32)
+                if cue == "signals":
+                    signals = np.clip(expressions[k] + signal_rng.normal(0, 0.1, signals.shape), 0, 1)
+                signals[:, blendshapes:] = signal_rng.normal(0, 0.1, (frames, SIGNAL_DIM - blendshapes))
+                arrays["signals"] = signals.astype(np.float32)
             key = cache_key(content_hash(source), prep, "largest")
             write_npz(
                 cache_path(cache_dir, key),
-                crops=crops,
-                landmarks=landmarks.astype(np.float16),
+                **arrays,
                 frames=np.arange(frames, dtype=np.int32),
                 total=np.array(frames),
             )

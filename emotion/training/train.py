@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from emotion.errors import EmotionError
 from emotion.labels import LABELS
 from emotion.model import ModelConfig, STNet, create_model, load_checkpoint, save_checkpoint
+from emotion.signals import SIGNAL_DIM
 from emotion.text import plural
 from emotion.training.augment import AugmentConfig
 from emotion.training.cache import PrepConfig, preprocess
@@ -46,7 +48,15 @@ from emotion.training.resume import (
     stall_text,
     with_defaults,
 )
-from emotion.training.scoring import model_input, next_run_dir, predict, score, summarize, write_report
+from emotion.training.scoring import (
+    batch_signals,
+    model_input,
+    next_run_dir,
+    predict,
+    score,
+    summarize,
+    write_report,
+)
 from emotion.training.splits import assign_splits
 
 __all__ = ["TrainConfig", "run"]
@@ -153,15 +163,38 @@ def _start(config: TrainConfig, say: Callable) -> tuple[TrainConfig, STNet, Mode
         torch.manual_seed(config.seed)
         if config.weights:
             model, model_config, _ = load_checkpoint(config.weights)
-            return config, model, model_config, None
-        model_config = ModelConfig(backbone=config.backbone, crop_size=config.crop_size, in_chans=config.in_chans)
+            return config, *_with_signal_stream(model, model_config, config), None
+        model_config = ModelConfig(
+            backbone=config.backbone,
+            crop_size=config.crop_size,
+            in_chans=config.in_chans,
+            signals=SIGNAL_DIM if config.signal_stream else 0,
+        )
         return config, create_model(model_config, pretrained=not config.from_scratch), model_config, None
     model, model_config, extra = load_checkpoint(path)
     if "train_state" not in extra:
         raise ValueError(f"{path} holds no training state (resume from a last.pt written by training)")
-    config = merge_resumed(config, extra["train_config"])
+    config = replace(merge_resumed(config, extra["train_config"]), signal_stream=model_config.signals > 0)
     say(check_resumable(path, config, extra))
     return config, model, model_config, extra["train_state"]
+
+
+def _with_signal_stream(model: STNet, model_config: ModelConfig, config: TrainConfig) -> tuple[STNet, ModelConfig]:
+    """The checkpoint to fine-tune, given a signal stream when config.signal_stream asks for one and it has none:
+    its weights are kept and the new stream starts at zero, so training starts from the checkpoint's outputs."""
+    if model_config.signals and not config.signal_stream:
+        raise EmotionError(
+            f"{config.weights} has a face-signal stream, which fine-tuning cannot take away",
+            fix="fine-tune it with signal_stream=True, or train a new model without one",
+            cli_fix="leave out --no-signal-stream to fine-tune it, or train a new model without --weights",
+        )
+    if model_config.signals or not config.signal_stream:
+        return model, model_config
+    model_config = replace(model_config, signals=SIGNAL_DIM)
+    grown = create_model(model_config)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("signal_encoder.", "fusion.signal_")) for k in missing), missing
+    return grown, model_config
 
 
 def _build_data(config: TrainConfig, model_config: ModelConfig, env: Dist, say: Callable) -> _Data:
@@ -298,7 +331,7 @@ def _train_step(
     landmarks = batch["landmarks"].to(device, non_blocking=True)
     label, va = batch["label"].to(device), batch["va"].to(device)
     with torch.autocast(device.type, dtype=torch.float16, enabled=_amp(config, device)):
-        out = net(x, landmarks)
+        out = net(x, landmarks, batch_signals(batch, device))
     loss, parts = compute_loss(out, label, va, config)
     optim.optimizer.zero_grad(set_to_none=True)
     optim.scaler.scale(loss).backward()
