@@ -255,9 +255,10 @@ def test_mirror_map_matches_mediapipe_on_a_flipped_photo(shared_data):
     assert err < 0.03 and err < 0.1 * np.abs(unpermuted - flipped)[:, :2].mean()
 
 
-def test_signal_mirror_matches_mediapipe_on_a_flipped_photo(shared_data):
+def test_signal_mirror_and_roll_match_mediapipe_on_a_flipped_and_a_turned_photo(shared_data):
     """Mirrored signals of a photo against the signals of the mirrored photo: head and gaze yaw and the head's roll
-    change sign, and the left/right differences of the blendshapes swap sides."""
+    change sign, and the left/right differences of the blendshapes swap sides. The photo turned by the augmentation's
+    rotation (cv2's angle, counter-clockwise) raises the roll by that angle."""
     from emotion.face import FaceAnalyzer, FaceConfig
 
     mirror = np.asarray(SIGNAL_MIRROR)
@@ -266,6 +267,10 @@ def test_signal_mirror_matches_mediapipe_on_a_flipped_photo(shared_data):
     with FaceAnalyzer(FaceConfig(signals=True), static=True) as analyzer:
         original = analyzer(image)[0].signals.vector()
         flipped = analyzer(np.ascontiguousarray(image[:, ::-1]))[0].signals.vector()
+        h, w = image.shape[:2]
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), 10, 1.0)
+        turned = analyzer(cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE))[0].signals.vector()
+    assert abs((turned[ROLL] - original[ROLL]) * 90 - 10) < 1.5
     predicted = mirror_signals(original)
     angles = slice(ROLL - 2, SIGNAL_DIM)
     assert np.abs(predicted[angles] - flipped[angles]).max() * 90 < 3  # degrees
