@@ -1,5 +1,6 @@
 """End-to-end tests through the real command line (`python main.py ...`) on real photos and videos."""
 
+import hashlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, probe_video, write_clip
+from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, probe_video, read_frames, signals_args, write_clip
 
 import emotion
 
@@ -124,6 +125,27 @@ def test_demo_runs_without_user_files_and_is_right(tmp_path):
     again = cli("--demo", "--output", tmp_path / "demo", "--no-progress")
     assert_clean_error(again, "already exists", "--overwrite")
     assert cli("--demo", "--output", tmp_path / "demo", "--no-progress", "--overwrite").returncode == 0
+
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def test_signals_off_gives_the_output_of_the_version_before_them(tmp_path):
+    """fixtures/signals_off_clip.mp4 (8 frames zooming into the demo photo, then 2 grey frames) through `--video` with
+    the code of commit c397a45, the last before the face signals, wrote signals_off.json and signals_off.csv, and an
+    annotated video whose decoded frames hash to signals_off_video.sha256. With the signals off the same run must give
+    the same bytes (nothing in these files differs from run to run: no creation time, and the pipeline is
+    deterministic, checked by running the old code twice)."""
+    proc = cli("--video", FIXTURES / "signals_off_clip.mp4", "--output", tmp_path / "a.mp4", "--json", tmp_path / "a.json",
+               "--csv", tmp_path / "a.csv", "--no-progress", *signals_args(False))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((FIXTURES / "signals_off.json").read_text())
+    assert (tmp_path / "a.json").read_bytes() == (FIXTURES / "signals_off.json").read_bytes()
+    assert (tmp_path / "a.csv").read_bytes() == (FIXTURES / "signals_off.csv").read_bytes()
+    digest = hashlib.sha256()
+    for frame in read_frames(tmp_path / "a.mp4"):
+        digest.update(frame.tobytes())
+    assert digest.hexdigest() == (FIXTURES / "signals_off_video.sha256").read_text().split()[0]
 
 
 @needs_shared
