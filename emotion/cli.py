@@ -124,9 +124,14 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
         metavar="PATH",
         help="per-frame JSON (--video default: <output name>_results.json beside --output, or "
         "<video name>_results.json here without --output); per-image JSON for --image; valid after every frame or "
-        "image",
+        "image; with the face signals each face also has blendshapes, head_pose and gaze (README 'JSON format')",
     )
-    out.add_argument("--csv", metavar="PATH", help="also write one CSV row per face per frame (--video, --realtime)")
+    out.add_argument(
+        "--csv",
+        metavar="PATH",
+        help="also write one CSV row per face per frame (--video, --realtime); with the face signals also their "
+        "columns, bs_<blendshape>, head_yaw/pitch/roll, gaze_yaw/pitch",
+    )
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -49,7 +49,9 @@ def run_video(
         out = prepare_output(output, overwrite, "video") if output else None
         jpath = prepare_output(json_path, overwrite)
         cpath = prepare_output(csv_path, overwrite) if csv_path else None
-        sinks = ResultSinks(out, jpath, cpath, fps=info.fps, timer=recognizer.timer, h264=h264)
+        sinks = ResultSinks(
+            out, jpath, cpath, fps=info.fps, timer=recognizer.timer, h264=h264, signals=recognizer.face_config.signals
+        )
         pipeline = Pipeline(recognizer, [sinks], draw=out is not None, objects=objects, overlay=overlay)
         return pipeline.run(video, progress=progress)
     finally:

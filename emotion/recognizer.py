@@ -117,6 +117,7 @@ class EmotionRecognizer:
         self._last_seen: dict[int, int] = {}
         self._frame_count = 0
         self._smoother = Smoother(smoothing)
+        self._signal_smoother = Smoother(smoothing)  # the face signals' FaceSignals.vector(), per track
         self._tracker: FaceAnalyzer | None = None
         self._detector: FaceAnalyzer | None = None
 
@@ -156,6 +157,7 @@ class EmotionRecognizer:
         self._last_seen = {t: self._last_seen[t] for t in live}
         self._state.retain(live)
         self._smoother.retain(live)
+        self._signal_smoother.retain(live)
 
     def _results(self, faces: list[Face], outputs: dict[str, np.ndarray], smooth: bool) -> list[FaceResult]:
         results = []
@@ -163,6 +165,9 @@ class EmotionRecognizer:
             probs = outputs["probabilities"][i]
             va = np.array([outputs["valence"][i], outputs["arousal"][i]])
             shown = self._smoother(face.track_id, np.concatenate([probs, va])) if smooth else np.concatenate([probs, va])
+            signals = face.signals
+            if smooth and signals is not None and self.smoothing.frames > 1:  # 1: raw, exactly (no x / 90 * 90)
+                signals = signals.with_vector(self._signal_smoother(face.track_id, signals.vector()))
             results.append(
                 FaceResult(
                     track_id=face.track_id,
@@ -175,6 +180,8 @@ class EmotionRecognizer:
                     raw_arousal=float(va[1]),
                     landmarks=face.landmarks,
                     source=face.source,
+                    signals=signals,
+                    raw_signals=face.signals,
                 )
             )
         return results
@@ -198,7 +205,7 @@ class EmotionRecognizer:
         outputs = self._infer(frame, faces, self._state)
         with self.timer("smoothing"):
             self._forget_lost_tracks(faces)
-            return FrameResult(index, timestamp, self._results(faces, outputs, smooth=True))
+            return FrameResult(index, timestamp, self._results(faces, outputs, smooth=True), self.face_config.signals)
 
     def predict_image(self, image: np.ndarray) -> FrameResult:
         """Detect every face in a still image from scratch and classify it from this single frame."""
@@ -210,7 +217,7 @@ class EmotionRecognizer:
             outputs = _mean_of_views(outputs, self._infer(image, faces, self.streamer.init_state(), mirrored=True))
             if self.affect_source == "circumplex":  # of the probabilities shown (the views' mean was 0.014 off)
                 outputs["valence"], outputs["arousal"] = (outputs["probabilities"] @ np.array(circumplex_matrix())).T
-        return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False))
+        return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False), self.face_config.signals)
 
     def reset(self) -> None:
         """Forget all tracks, ring buffers and smoothing state (call between unrelated videos)."""
@@ -220,6 +227,7 @@ class EmotionRecognizer:
         self._last_seen.clear()
         self._frame_count = 0
         self._smoother.reset()
+        self._signal_smoother.reset()
         self.timer.reset()
 
     def process_video(self, source: str | Path | VideoSource) -> Iterator[tuple[FrameResult, np.ndarray]]:

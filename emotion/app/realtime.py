@@ -110,9 +110,9 @@ class RealtimeApp:
         cfg = self.config
         try:
             if cfg.output or cfg.json_path or cfg.csv_path:
-                self.pipeline.outputs.append(
-                    ResultSinks.create(cfg.output, cfg.json_path, cfg.csv_path, self.source.fps, cfg.overwrite, realtime=True)
-                )
+                sinks = ResultSinks.create(cfg.output, cfg.json_path, cfg.csv_path, self.source.fps, cfg.overwrite,
+                                           realtime=True, signals=self.rec.face_config.signals)  # fmt: skip
+                self.pipeline.outputs.append(sinks)
             if self.objects_on:
                 self._start_objects()
             if not cfg.headless:
