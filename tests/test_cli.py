@@ -235,6 +235,16 @@ def test_signals_are_smoothed_per_track_and_raw_with_smoothing_1(signals_runs):
     assert [this for _, this in raw] == [this for _, this in smoothed], "smoothing leaves the raw signals alone"
 
 
+def test_show_needs_the_signals_and_an_annotated_output(tmp_path):
+    clip = FIXTURES / "signals_off_clip.mp4"
+    off = cli("--video", clip, "--output", tmp_path / "a.mp4", "--show", "pose", *signals_args(False))
+    assert_clean_error(off, "--show pose needs the face signals", "signals")
+    assert not (tmp_path / "a.mp4").exists()
+    assert_clean_error(cli("--video", clip, "--show", "gaze", *signals_args(True)), "--show", "add --output")
+    assert_clean_error(cli("--video", clip, "--output", tmp_path / "a.mp4", "--show", "pose,nose"), "nose",
+                       "blendshapes, pose, gaze")  # fmt: skip
+
+
 @needs_shared
 def test_image_line_says_what_the_number_is():
     proc = cli("--image", SHARED / "images" / "neutral.jpeg")
