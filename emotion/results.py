@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,12 +20,17 @@ def _r(x: float) -> float | None:
     return round(float(x), 4) if np.isfinite(x) else None
 
 
+def _named(names: tuple[str, ...], values: np.ndarray) -> dict[str, float | None]:
+    """`_r` of each value by name, on Python floats (5x faster than numpy scalars for the 52 blendshapes)."""
+    return {n: round(v, 4) if math.isfinite(v) else None for n, v in zip(names, np.asarray(values, np.float64).tolist())}
+
+
 def _signals_dict(signals: FaceSignals) -> dict:
     """The JSON keys of a face's signals: blendshape scores by name, head pose and gaze in degrees."""
     return {
-        "blendshapes": {name: _r(v) for name, v in zip(BLENDSHAPE_NAMES, signals.blendshapes)},
-        "head_pose": {name: _r(v) for name, v in zip(POSE_NAMES, signals.head_pose)},
-        "gaze": {name: _r(v) for name, v in zip(GAZE_NAMES, signals.gaze)},
+        "blendshapes": _named(BLENDSHAPE_NAMES, signals.blendshapes),
+        "head_pose": _named(POSE_NAMES, signals.head_pose),
+        "gaze": _named(GAZE_NAMES, signals.gaze),
     }
 
 

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 import sys
@@ -20,7 +21,7 @@ import numpy as np
 from emotion.errors import EmotionError
 from emotion.labels import LABELS
 from emotion.results import FrameResult
-from emotion.signals import BLENDSHAPE_NAMES, GAZE_NAMES, POSE_NAMES
+from emotion.signals import BLENDSHAPE_NAMES, GAZE_NAMES, POSE_NAMES, FaceSignals
 from emotion.io.video import H264Config, VideoWriter
 from emotion.worker import OrderedWorker
 
@@ -193,7 +194,7 @@ class JsonWriter(AppendFile):
 
 def _cells(values) -> list[str]:
     """Numbers to 4 decimals; NaN or infinity as an empty cell, as JSON has null."""
-    return [f"{v:.4f}" if np.isfinite(v) else "" for v in values]
+    return [f"{v:.4f}" if math.isfinite(v) else "" for v in values]
 
 
 class CsvWriter(AppendFile):
@@ -221,9 +222,14 @@ class CsvWriter(AppendFile):
             cells = _cells([face.confidence, face.valence, face.arousal, *face.probabilities])
             rows.append(head + [face.track_id, *face.box, face.emotion if face.finite else "", *cells, face.source])
             if self.signals:
-                s = face.signals
-                rows[-1] += _cells([*s.blendshapes, *s.head_pose, *s.gaze]) if s else [""] * len(self.SIGNAL_COLUMNS)
+                rows[-1] += self._signal_cells(face.signals)
         self._append_rows(rows)
+
+    def _signal_cells(self, signals: FaceSignals | None) -> list[str]:
+        """The SIGNAL_COLUMNS of one face (empty without signals), from Python floats (faster than numpy scalars)."""
+        if signals is None:
+            return [""] * len(self.SIGNAL_COLUMNS)
+        return _cells(np.concatenate([signals.blendshapes, signals.head_pose, signals.gaze], dtype=np.float64).tolist())
 
     def _append_rows(self, rows: list[list]) -> None:
         text = io.StringIO()
