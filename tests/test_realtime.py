@@ -23,7 +23,7 @@ from support import ROOT, SHARED, needs_shared, probe_video, start_xvfb, xdotool
 from emotion.labels import LABELS
 from emotion.overlay import (
     AXIS_COLORS, AXIS_LENGTH, BLEND_COLOR, COLORS, GAZE_LENGTH, NOSE_TIP, OverlayConfig, _scale_of, draw_frame,
-    gaze_direction, head_rotation, panel_layout,
+    draw_text_line, gaze_direction, head_rotation, panel_layout,
 )
 from emotion.io.sources import Captured, FrameBuffer, open_source
 from emotion.results import FaceResult, FrameResult
@@ -399,3 +399,10 @@ def test_keys_b_p_g_toggle_the_signals_drawn():
                 assert "face signals are off" in app._notice[0]
                 with pytest.raises(EmotionError, match="needs the face signals"):
                     RealtimeApp(rec, source, RealtimeConfig(headless=True, overlay=OverlayConfig(show=("pose",))))
+
+
+def test_the_key_help_line_fits_a_640x480_webcam_frame():
+    from emotion.app.realtime import HELP
+
+    img = draw_text_line(np.zeros((480, 640, 3), np.uint8), HELP, -1)
+    assert img[-30:, -12:].max() == 0 and img[-30:, :300].max() > 0, "the help line is cut off at the right edge"

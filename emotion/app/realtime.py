@@ -30,7 +30,7 @@ from emotion.recognizer import EmotionRecognizer
 from emotion.results import FrameResult
 from emotion.text import plural
 
-HELP = "q/Esc quit  space pause  s screenshot  r record  o objects  b/p/g blendshapes/pose/gaze  h help"
+HELP = "q/Esc quit  space pause  s screenshot  r record  o objects  b/p/g signals  h help"
 SIGNAL_KEYS = {"b": "blendshapes", "p": "pose", "g": "gaze"}  # keys that toggle what --show draws
 KEY_ESC = 27
 
