@@ -1,8 +1,8 @@
 """OpenCV drawing of results: face boxes and labels, a panel per face with category bars and a valence-arousal
 circle, and a status line with FPS and per-stage latency. Sizes scale with the frame so 640x480 and 1080p read alike,
 and panels are placed beside their face without covering faces or each other (smaller when the frame is crowded).
-On request (`OverlayConfig.show`) the face signals too: the top blendshapes as bars in the panel, a head-pose axis at
-the nose and a gaze arrow from each iris, the only drawing inside a face's box besides its outline."""
+On request (`OverlayConfig.show`) the face signals too: the top blendshapes as bars in the panel, never on a face, and
+thin lines on it: the head's axes from the nose and a gaze arrow from each iris."""
 
 from __future__ import annotations
 
@@ -163,8 +163,9 @@ def panel_height(config: OverlayConfig) -> int:
     return PANEL_H + (BLEND_ROWS * ROW_H + PAD if "blendshapes" in config.show else 0)
 
 
-def _place(faces, scale: float, frame_shape, reserved, height: int) -> tuple[list[PanelPlace], int]:
-    """Greedy placement at one scale: each panel takes the free spot nearest its face; returns the panel clashes."""
+def _place(faces, scale: float, frame_shape, reserved, height: int, on_faces: bool) -> tuple[list[PanelPlace], int]:
+    """Greedy placement at one scale: each panel takes the free spot nearest its face; returns the clashes: panels
+    overlapping an earlier panel, and with `on_faces` panels covering a face too."""
     H, W = frame_shape[:2]
     pw, ph = int(PANEL_W * scale), int(height * scale)
     gap = max(4, int(6 * scale))
@@ -185,12 +186,15 @@ def _place(faces, scale: float, frame_shape, reserved, height: int) -> tuple[lis
                 best, best_cost = rect, cost
         if any(_overlap(best, (p.x, p.y, p.w, p.h)) for p in placed):
             clashes += 1
+        elif on_faces and any(_overlap(best, f.box) for f in faces):
+            clashes += 1
         placed.append(PanelPlace(face.track_id, best[0], best[1], pw, ph, scale))
     return placed, clashes
 
 
 def panel_layout(frame_shape, result: FrameResult, config: OverlayConfig = OverlayConfig()) -> list[PanelPlace]:
-    """Panel places for the faces of `result` (sorted by track id), shrunk as needed so that they do not overlap."""
+    """Panel places for the faces of `result` (sorted by track id), shrunk as needed so that they do not overlap, nor,
+    when the blendshape bars make them taller, cover a face (panels without them keep the placement they always had)."""
     faces = sorted(result.faces, key=lambda f: f.track_id)
     if not faces:
         return []
@@ -202,7 +206,7 @@ def panel_layout(frame_shape, result: FrameResult, config: OverlayConfig = Overl
     scale = float(max(min(s, fit), MIN_PANEL_SCALE))
     best = None
     while True:
-        places, clashes = _place(faces, scale, frame_shape, reserved, height)
+        places, clashes = _place(faces, scale, frame_shape, reserved, height, height > PANEL_H)
         if best is None or clashes < best[1]:
             best = (places, clashes)
         if clashes == 0 or scale <= MIN_PANEL_SCALE:

@@ -406,3 +406,21 @@ def test_the_key_help_line_fits_a_640x480_webcam_frame():
 
     img = draw_text_line(np.zeros((480, 640, 3), np.uint8), HELP, -1)
     assert img[-30:, -12:].max() == 0 and img[-30:, :300].max() > 0, "the help line is cut off at the right edge"
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["multi_face.jpg", "group.jpeg"])
+def test_taller_panels_with_blendshapes_still_cover_no_face_in_a_group(name):
+    """Five faces per photo: the panels with blendshape bars are shrunk until none covers a face (without the shrink,
+    one panel of each photo covered part of another face)."""
+    from emotion import EmotionRecognizer
+    from emotion.face import FaceConfig
+    from emotion.overlay import _overlap
+
+    image = cv2.imread(str(SHARED / "images" / name))
+    with EmotionRecognizer(face_config=FaceConfig(signals=True)) as rec:
+        result = rec.predict_image(image)
+    assert len(result.faces) == 5
+    places = panel_layout(image.shape, result, OverlayConfig(show=("blendshapes",)))
+    assert [_overlap((p.x, p.y, p.w, p.h), f.box) for p in places for f in result.faces] == [0] * 25
+    assert all(p.h > q.h for p, q in zip(places, panel_layout(image.shape, result)))
