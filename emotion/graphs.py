@@ -48,27 +48,77 @@ _SIGNALS_GRAPH = """
 input_stream: "image"
 input_stream: "roi"
 input_stream: "want"
-input_side_packet: "with_attention"
 output_stream: "landmarks"
+output_stream: "refined"
 output_stream: "blendshapes"
 node {
-  calculator: "FaceLandmarkCpu"
+  calculator: "ImageToTensorCalculator"
   input_stream: "IMAGE:image"
-  input_stream: "ROI:roi"
-  input_side_packet: "WITH_ATTENTION:with_attention"
-  output_stream: "LANDMARKS:landmarks"
+  input_stream: "NORM_RECT:roi"
+  output_stream: "TENSORS:input_tensors"
+  options: { [mediapipe.ImageToTensorCalculatorOptions.ext] { output_tensor_width: 192 output_tensor_height: 192 output_tensor_float_range { min: 0.0 max: 1.0 } } }
 }
-node { calculator: "GateCalculator" input_stream: "landmarks" input_stream: "ALLOW:want" output_stream: "wanted" }
+node { calculator: "TfLiteCustomOpResolverCalculator" output_side_packet: "OP_RESOLVER:op_resolver" }
+node {
+  calculator: "InferenceCalculator"
+  input_stream: "TENSORS:input_tensors"
+  input_side_packet: "OP_RESOLVER:op_resolver"
+  output_stream: "TENSORS:plain_tensors"
+  options: { [mediapipe.InferenceCalculatorOptions.ext] { model_path: "mediapipe/modules/face_landmark/face_landmark.tflite" delegate { xnnpack {} } } }
+}
+node {
+  calculator: "SplitTensorVectorCalculator"
+  input_stream: "plain_tensors"
+  output_stream: "plain_landmark_tensors"
+  output_stream: "plain_flag_tensor"
+  options: { [mediapipe.SplitVectorCalculatorOptions.ext] { ranges: { begin: 0 end: 1 } ranges: { begin: 1 end: 2 } } }
+}
+node {
+  calculator: "TensorsToFloatsCalculator"
+  input_stream: "TENSORS:plain_flag_tensor"
+  output_stream: "FLOAT:presence_score"
+  options { [mediapipe.TensorsToFloatsCalculatorOptions.ext] { activation: SIGMOID } }
+}
+node {
+  calculator: "ThresholdingCalculator"
+  input_stream: "FLOAT:presence_score"
+  output_stream: "FLAG:presence"
+  options: { [mediapipe.ThresholdingCalculatorOptions.ext] { threshold: 0.5 } }
+}
+node { calculator: "GateCalculator" input_stream: "plain_landmark_tensors" input_stream: "ALLOW:presence" output_stream: "present_tensors" }
+node { calculator: "TensorsToFaceLandmarks" input_stream: "TENSORS:present_tensors" output_stream: "LANDMARKS:plain_local" }
+node { calculator: "LandmarkProjectionCalculator" input_stream: "NORM_LANDMARKS:plain_local" input_stream: "NORM_RECT:roi" output_stream: "NORM_LANDMARKS:landmarks" }
+node { calculator: "GateCalculator" input_stream: "input_tensors" input_stream: "ALLOW:want" output_stream: "wanted_tensors" }
+node {
+  calculator: "InferenceCalculator"
+  input_stream: "TENSORS:wanted_tensors"
+  input_side_packet: "OP_RESOLVER:op_resolver"
+  output_stream: "TENSORS:attention_tensors"
+  options: { [mediapipe.InferenceCalculatorOptions.ext] { model_path: "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite" delegate { xnnpack {} } } }
+}
+node {
+  calculator: "SplitTensorVectorCalculator"
+  input_stream: "attention_tensors"
+  output_stream: "attention_landmark_tensors"
+  output_stream: "attention_flag_tensor"
+  options: { [mediapipe.SplitVectorCalculatorOptions.ext] { ranges: { begin: 0 end: 6 } ranges: { begin: 6 end: 7 } } }
+}
+node { calculator: "GateCalculator" input_stream: "attention_landmark_tensors" input_stream: "ALLOW:presence" output_stream: "attention_present" }
+node { calculator: "TensorsToFaceLandmarksWithAttention" input_stream: "TENSORS:attention_present" output_stream: "LANDMARKS:refined_local" }
+node { calculator: "LandmarkProjectionCalculator" input_stream: "NORM_LANDMARKS:refined_local" input_stream: "NORM_RECT:roi" output_stream: "NORM_LANDMARKS:refined" }
 node { calculator: "ImagePropertiesCalculator" input_stream: "IMAGE:image" output_stream: "SIZE:size" }
 node {
   calculator: "mediapipe.tasks.vision.face_landmarker.FaceBlendshapesGraph"
-  input_stream: "LANDMARKS:wanted"
+  input_stream: "LANDMARKS:refined"
   input_stream: "IMAGE_SIZE:size"
   output_stream: "BLENDSHAPES:blendshapes"
 }
 """
-"""The same with face signals: the attention face mesh (478 landmarks: the 468 refined around eyes and lips, and
-10 iris points) and, when asked (`want`), Face Landmarker v2's blendshape network on those landmarks, in one call."""
+"""The face landmark model as FaceLandmarkCpu runs it (same input tensor, same presence gate, so the same 468
+landmarks) and, when asked (`want`) and a face is present, the attention face mesh on the same input (478 landmarks:
+refined around eyes and lips, plus 10 iris points) and Face Landmarker v2's blendshape network on those. The
+attention mesh's own presence score is not used: it rejected a turned face the plain model follows and passed a
+cartoon sky the plain model rejects."""
 
 
 @contextmanager
@@ -161,8 +211,9 @@ def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
 class Fit:
     """What the landmark model found in a region."""
 
-    landmarks: np.ndarray  # (L, 3) float32 px (z in px scale); 478 rows with signals (irises last), else 468
-    blendshapes: np.ndarray | None = None  # (52,) float32 in [0, 1] when asked for (emotion.signals names them)
+    landmarks: np.ndarray  # (L, 3) float32 px (z in px scale)
+    refined: np.ndarray | None = None  # (478, 3) float32 px, the attention mesh, when blendshapes were asked for
+    blendshapes: np.ndarray | None = None  # (52,) float32 in [0, 1], with `refined` (emotion.signals names them)
 
 
 @dataclass
@@ -205,8 +256,8 @@ class LandmarkModel:
     """MediaPipe's face landmark model on a region we choose: a `Fit`, or None when the model does not see a face
     there. Unlike the face mesh solution it needs no face detector first, so it follows faces turned too far for the
     detectors. It runs its graph directly rather than through mediapipe's SolutionBase, whose per-call bookkeeping
-    cost about 0.2 ms of a 1.6 ms call here. With `signals`, it runs the attention mesh and, on request, the
-    blendshape network (README "Face signals")."""
+    cost about 0.2 ms of a 1.6 ms call here. With `signals`, a call can also ask for the attention mesh and the
+    blendshape network (README "Face signals"), at the same landmarks."""
 
     def __init__(self, signals: bool = False):
         mp = load_mediapipe()
@@ -219,7 +270,6 @@ class LandmarkModel:
         resource_util.set_resource_dir(str(Path(mp.__file__).parents[1]))  # where the graph finds the model file
         self._found: dict = {}
         self._timestamp = 0
-        side_packets = {}
         config = text_format.Parse(_SIGNALS_GRAPH if signals else _LANDMARK_GRAPH, calculator_pb2.CalculatorGraphConfig())
         if signals:
             from mediapipe.tasks.cc.vision.face_landmarker.proto import face_blendshapes_graph_options_pb2 as options
@@ -229,12 +279,11 @@ class LandmarkModel:
             blendshapes = options.FaceBlendshapesGraphOptions()
             blendshapes.base_options.model_asset.file_content = bundle_file("face_blendshapes.tflite")
             config.node[-1].options.Extensions[options.FaceBlendshapesGraphOptions.ext].CopyFrom(blendshapes)
-            side_packets = {"with_attention": mp.packet_creator.create_bool(True)}
         with quiet_native_stderr():
             self._graph = mp.CalculatorGraph(graph_config=config)
             for stream in config.output_stream:
                 self._graph.observe_output_stream(stream, lambda name, packet: self._found.__setitem__(name, packet))
-            self._graph.start_run(side_packets)
+            self._graph.start_run()
             self(BLANK, Roi(32, 32, 64))  # start-up logs, inside the quiet window (see QuietGraph)
 
     def __call__(self, rgb: np.ndarray, roi: Roi, blendshapes: bool = False) -> Fit | None:
@@ -255,9 +304,10 @@ class LandmarkModel:
         self._graph.wait_until_idle()
         if "landmarks" not in self._found:
             return None
-        count = SIGNALS_LANDMARK_COUNT if self.signals else LANDMARK_COUNT
-        fit = Fit(mesh_landmarks(mp.packet_getter.get_proto(self._found["landmarks"]), w, h, count))
+        fit = Fit(mesh_landmarks(mp.packet_getter.get_proto(self._found["landmarks"]), w, h))
         if "blendshapes" in self._found:
+            refined = mp.packet_getter.get_proto(self._found["refined"])
+            fit.refined = mesh_landmarks(refined, w, h, SIGNALS_LANDMARK_COUNT)
             scores = mp.packet_getter.get_proto(self._found["blendshapes"]).classification
             fit.blendshapes = np.array([c.score for c in scores], np.float32)
         return fit
