@@ -153,8 +153,8 @@ def test_signals_off_leaves_faces_as_they_were(shared_data):
     image = cv2.imread(str(shared_data / "images" / "multi_face.jpg"))
     with FaceAnalyzer(FaceConfig(signals=False), static=True) as off, FaceAnalyzer(static=True) as on:
         plain, rich = off(image), on(image)
-    assert [f.signals for f in plain] == [None] * 5
-    assert all(f.signals is not None for f in rich)
+        assert [f.signals for f in plain] == [None] * 5
+        assert all(f.signals is not None for f in rich)
     for a, b in zip(plain, rich):
         assert a.box == b.box and np.array_equal(a.landmarks, b.landmarks) and a.score == b.score
 
@@ -175,3 +175,16 @@ def test_turned_face_followed_in_video_keeps_its_signals():
 def test_face_signals_dataclass_is_a_value():
     s = FaceSignals(np.zeros(52, np.float32), np.array([90, -45, 0], np.float32), np.zeros(2, np.float32), np.zeros((2, 2)))
     assert np.allclose(s.vector()[52:55], [1.0, -0.5, 0.0])
+
+
+def test_signals_read_after_the_face_stage_closed_is_a_clear_error(shared_data):
+    """Signals are computed on first use (on the pipeline's model thread); read after close: EmotionError, with the fix."""
+    from emotion.errors import EmotionError
+
+    image = cv2.imread(str(shared_data / "images" / "neutral.jpeg"))
+    with FaceAnalyzer(static=True) as analyzer:
+        early, late = analyzer(image)[0], analyzer(image)[0]
+        assert early.signals is not None
+    assert early.signals is not None  # computed once, kept
+    with pytest.raises(EmotionError, match="read Face.signals before closing"):
+        late.signals
