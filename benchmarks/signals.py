@@ -146,7 +146,9 @@ def cost(repeats: int) -> dict:
     }
     rates: dict[str, list[float]] = {"mesh": [], "signals_off": [], "signals_on": []}
     with tempfile.TemporaryDirectory() as tmp:
-        recognizers = {k: EmotionRecognizer(face_config=FaceConfig(signals=k == "signals_on")) for k in rates if k != "mesh"}
+        recognizers = {
+            k: EmotionRecognizer(face_config=FaceConfig(signals=k == "signals_on")) for k in rates if k != "mesh"
+        }
         for _ in range(repeats):
             rates["mesh"].append(mesh_fps(frames))
             for name, rec in recognizers.items():

@@ -77,7 +77,11 @@ node {
   output_stream: "landmark_tensors"
   options: { [mediapipe.SplitVectorCalculatorOptions.ext] { ranges: { begin: 0 end: 6 } } }
 }
-node { calculator: "TensorsToFaceLandmarksWithAttention" input_stream: "TENSORS:landmark_tensors" output_stream: "LANDMARKS:local" }
+node {
+  calculator: "TensorsToFaceLandmarksWithAttention"
+  input_stream: "TENSORS:landmark_tensors"
+  output_stream: "LANDMARKS:local"
+}
 node {
   calculator: "LandmarkProjectionCalculator"
   input_stream: "NORM_LANDMARKS:local"

@@ -102,7 +102,8 @@ def test_smiles_brows_and_open_mouths_score_where_the_photos_show_them(photo):
     surprised face; the surprised face raises its inner brows and opens its jaw more than the neutral one."""
     group = [f.signals.blendshapes[SMILE].mean() for f in photo("multi_face.jpg")]
     assert sum(s > 0.7 for s in group) >= 4, group
-    baby, neutral, surprised = (photo(n)[0].signals.blendshapes for n in ("happy-baby.jpeg", "neutral.jpeg", "surprised.jpeg"))
+    names = ("happy-baby.jpeg", "neutral.jpeg", "surprised.jpeg")
+    baby, neutral, surprised = (photo(n)[0].signals.blendshapes for n in names)
     assert baby[SMILE].mean() > max(neutral[SMILE].mean(), surprised[SMILE].mean()) + 0.15
     assert surprised[BROW_INNER_UP] > neutral[BROW_INNER_UP] + 0.15
     assert surprised[JAW_OPEN] > neutral[JAW_OPEN] + 0.05
@@ -140,7 +141,8 @@ def test_signals_agree_with_mediapipes_face_landmarker_on_the_shipped_bundle(sha
     with vision.FaceLandmarker.create_from_options(options) as landmarker:
         for name in ("happy-baby.jpeg", "sad-baby.jpeg", "surprised.jpeg", "neutral.jpeg", "angry.jpg"):
             image = cv2.imread(str(shared_data / "images" / name))
-            ref = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image[:, :, ::-1])))
+            rgb = np.ascontiguousarray(image[:, :, ::-1])
+            ref = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
             ours = photo(name)[0].signals
             blend.append(np.abs(ours.blendshapes - [c.score for c in ref.face_blendshapes[0]]).mean())
             pose.append(np.abs(ours.head_pose - euler(np.asarray(ref.facial_transformation_matrixes[0])[:3, :3])))
@@ -173,12 +175,13 @@ def test_turned_face_followed_in_video_keeps_its_signals():
 
 
 def test_face_signals_dataclass_is_a_value():
-    s = FaceSignals(np.zeros(52, np.float32), np.array([90, -45, 0], np.float32), np.zeros(2, np.float32), np.zeros((2, 2)))
+    s = FaceSignals(np.zeros(52, np.float32), np.array([90, -45, 0], np.float32), np.zeros(2), np.zeros((2, 2)))
     assert np.allclose(s.vector()[52:55], [1.0, -0.5, 0.0])
 
 
 def test_signals_read_after_the_face_stage_closed_is_a_clear_error(shared_data):
-    """Signals are computed on first use (on the pipeline's model thread); read after close: EmotionError, with the fix."""
+    """Signals are computed on first use (on the pipeline's model thread); read after the face stage closed: a
+    clear EmotionError with the fix."""
     from emotion.errors import EmotionError
 
     image = cv2.imread(str(shared_data / "images" / "neutral.jpeg"))
