@@ -115,14 +115,11 @@ def eye_angles(landmarks: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     its eye's centre (the midpoint of its corners), turned into the head's frame, over an eyeball radius of
     _EYEBALL_RADIUS eye widths, as the sine of the eye's rotation; pitch less _GAZE_PITCH_REST, so that eyes
     looking straight ahead read about zero."""
-    view = _view(landmarks) @ rotation  # rows: points in the head's axes (scaled)
-    angles = []
-    for iris, (outer, inner) in ((_RIGHT_IRIS, _RIGHT_EYE_CORNERS), (_LEFT_IRIS, _LEFT_EYE_CORNERS)):
-        centre = (view[outer] + view[inner]) / 2
-        radius = _EYEBALL_RADIUS * np.linalg.norm(view[outer, :2] - view[inner, :2])
-        offset = (view[iris, :2] - centre[:2]) / max(radius, 1e-6)
-        angles.append(np.degrees(np.arcsin(np.clip(offset, -1.0, 1.0))))
-    return np.mean(angles, axis=0) - np.array([0.0, _GAZE_PITCH_REST])
+    ids = [_RIGHT_IRIS, *_RIGHT_EYE_CORNERS, _LEFT_IRIS, *_LEFT_EYE_CORNERS]
+    iris, outer, inner = (_view(landmarks[ids]) @ rotation).reshape(2, 3, 3).transpose(1, 0, 2)  # head's axes
+    radius = _EYEBALL_RADIUS * np.linalg.norm(outer[:, :2] - inner[:, :2], axis=1, keepdims=True)
+    offset = (iris[:, :2] - (outer[:, :2] + inner[:, :2]) / 2) / np.maximum(radius, 1e-6)
+    return np.degrees(np.arcsin(np.clip(offset, -1.0, 1.0))).mean(axis=0) - np.array([0.0, _GAZE_PITCH_REST])
 
 
 @dataclass(frozen=True)
