@@ -38,8 +38,13 @@ class Variant:
     prior: float = 0.0  # logit adjustment: minus this times log(FER2013 training prior)
 
 
+def largest(faces):
+    """The face with the largest box, or None."""
+    return max(faces, key=lambda f: f.box[2] * f.box[3], default=None)
+
+
 def dev_faces():
-    """(image, landmarks of its largest face or None, label index) for every dev photo."""
+    """(image, its largest Face or None, label index) for every dev photo."""
     from emotion.face import FaceAnalyzer, FaceConfig
     from emotion.io.files import read_image
 
@@ -47,33 +52,32 @@ def dev_faces():
     with FaceAnalyzer(FaceConfig(), static=True) as analyzer:
         for path in sorted(p for p in (SHARED / "faces").rglob("*") if p.suffix.lower() in {".jpg", ".png"}):
             image = read_image(path)
-            faces = analyzer(image)
-            face = max(faces, key=lambda f: f.box[2] * f.box[3], default=None)
-            out.append((image, None if face is None else face.landmarks, LABELS.index(path.parent.name)))
+            out.append((image, largest(analyzer(image)), LABELS.index(path.parent.name)))
     return out
 
 
 def clip_faces():
-    """(frame, landmarks of its largest face or None) for every frame of the Wolfgang clip, video mode."""
+    """(frame, its largest Face or None) for every frame of the Wolfgang clip, video mode."""
     from emotion.face import FaceAnalyzer, FaceConfig
 
     out = []
     with FaceAnalyzer(FaceConfig()) as analyzer:
         for frame in read_frames(WOLFGANG):
-            faces = analyzer(frame)
-            face = max(faces, key=lambda f: f.box[2] * f.box[3], default=None)
-            out.append((frame, None if face is None else face.landmarks))
+            out.append((frame, largest(analyzer(frame))))
     return out
 
 
 def logits(model, items, variant: Variant) -> np.ndarray:
-    """(N, 7) frame-network logits of the variant for (image, landmarks) items with a face."""
+    """(N, 7) frame-network logits of the variant for (image, Face) items."""
     from emotion.align import align_crop
     from emotion.model import crops_to_tensor
 
     def crops(margin):
         return np.stack(
-            [align_crop(img, lm, 64, margin, framing=variant.framing, rotate=variant.rotate) for img, lm in items]
+            [
+                align_crop(img, face.landmarks, 64, margin, framing=variant.framing, rotate=variant.rotate)
+                for img, face in items
+            ]
         )
 
     views = [crops(variant.margin)] + [crops(m) for m in variant.scales]
@@ -87,23 +91,28 @@ def logits(model, items, variant: Variant) -> np.ndarray:
 
 
 def evaluate(model, dev, clip, variant: Variant) -> dict:
-    from emotion.smoothing import Smoother, SmoothingConfig
     from emotion.training.metrics import classification_metrics
 
-    found = [(img, lm) for img, lm, _ in dev if lm is not None]
+    found = [(img, f) for img, f, _ in dev if f is not None]
     pred = np.full(len(dev), -1)
-    pred[[i for i, (_, lm, _) in enumerate(dev) if lm is not None]] = logits(model, found, variant).argmax(1)
+    pred[[i for i, (_, f, _) in enumerate(dev) if f is not None]] = logits(model, found, variant).argmax(1)
     truth = np.array([label for *_, label in dev])
     m = classification_metrics(truth, pred)
-    with_face = [i for i, (_, lm) in enumerate(clip) if lm is not None]
-    clip_logits = logits(model, [clip[i] for i in with_face], variant)
+    with_face = [i for i, (_, f) in enumerate(clip) if f is not None]
+    segments = clip_shares(with_face, logits(model, [clip[i] for i in with_face], variant))
+    recall = {k: round(v["recall"], 3) for k, v in m["per_class"].items() if v["support"]}
+    return {"accuracy": m["accuracy"], "uar": m["uar"], "recall": recall, "wolfgang": segments}
+
+
+def clip_shares(with_face: list[int], clip_logits: np.ndarray) -> dict[str, float]:
+    """Segment shares of the Wolfgang clip when frames `with_face` have these logits, shown as the app shows them:
+    softmax, then the default smoothing."""
+    from emotion.smoothing import Smoother, SmoothingConfig
+
     probs = np.exp(clip_logits - clip_logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     smoother = Smoother(SmoothingConfig())
-    shown = {i: LABELS[int(np.argmax(smoother(0, p)))] for i, p in zip(with_face, probs)}
-    segments = segment_shares(shown)
-    recall = {k: round(v["recall"], 3) for k, v in m["per_class"].items() if v["support"]}
-    return {"accuracy": m["accuracy"], "uar": m["uar"], "recall": recall, "wolfgang": segments}
+    return segment_shares({i: LABELS[int(np.argmax(smoother(0, p)))] for i, p in zip(with_face, probs)})
 
 
 def segment_shares(shown: dict[int, str]) -> dict[str, float]:
@@ -137,7 +146,7 @@ def baseline_rows(model, clip) -> list[dict]:
     updated mean logits (EMA over `span` frames, centred), on the chosen crop and prior."""
     from emotion.smoothing import Smoother, SmoothingConfig
 
-    with_face = [i for i, (_, lm) in enumerate(clip) if lm is not None]
+    with_face = [i for i, (_, f) in enumerate(clip) if f is not None]
     raw = logits(model, [clip[i] for i in with_face], replace(CHOSEN, flip=False))
     rows = []
     for alpha, span in ((0.25, 100), (0.25, 300), (0.5, 100), (1.0, 100)):

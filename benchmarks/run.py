@@ -29,6 +29,7 @@ from tests.support import ROOT, SHARED, crowd_frames, read_frames
 VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 RESULTS = ROOT / "benchmarks" / "results.json"
 STAGES = ("decode", "face", "crop/align", "model", "smoothing", "draw", "encode")
+RATES = ("decode", "mesh", "json", "json_no_signals", "video", "video_mp4v")  # figures 1 to 4, fps
 ENCODERS = ("encode_h264", "encode_mp4v")  # figure 9: emotion.io.sinks.VideoWriter alone on the decoded frames
 
 STARTUP_CODE = """
@@ -240,6 +241,7 @@ def run(config: BenchConfig) -> dict:
     import torch
 
     from benchmarks.encode import encode
+    from emotion.face import FaceConfig
     from emotion.io.video import H264Config
     from emotion.recognizer import EmotionRecognizer
     from emotion.runtime import OnnxStreamer, TorchStreamer, set_threads
@@ -254,11 +256,12 @@ def run(config: BenchConfig) -> dict:
         print(f"videos: {VIDEO.name} and its {config.upscale[0]}x{config.upscale[1]} copy ({codec}); "
               f"{config.repeats} repeats", flush=True)
         raw: dict[str, dict[str, list]] = {
-            name: {k: [] for k in ("decode", "mesh", "json", "video", "video_mp4v", "stages", *ENCODERS)}
+            name: {k: [] for k in (*RATES, "stages", *ENCODERS)}
             for name in videos
         }
         set_threads(1)  # as the command line does
         recognizer = EmotionRecognizer()
+        plain = EmotionRecognizer(face_config=FaceConfig(signals=False))
         for r in range(config.repeats):
             for name, path in videos.items():
                 frames = read_frames(path)
@@ -266,6 +269,7 @@ def run(config: BenchConfig) -> dict:
                 raw[name]["mesh"].append(mesh_fps(frames))
                 fps, _ = pipeline(recognizer, path, folder, video=False)
                 raw[name]["json"].append(fps)
+                raw[name]["json_no_signals"].append(pipeline(plain, path, folder, video=False)[0])
                 for mp4v in (False, True) if r % 2 == 0 else (True, False):  # alternate which goes first
                     fps, stages = pipeline(recognizer, path, folder, video=True, mp4v=mp4v)
                     raw[name]["video_mp4v" if mp4v else "video"].append(fps)
@@ -276,15 +280,17 @@ def run(config: BenchConfig) -> dict:
                 del frames
             print(f"  repeat {r + 1}/{config.repeats} done (load {os.getloadavg()[0]:.1f})", flush=True)
         recognizer.close()
+        plain.close()
 
     per_video = {}
     for name, runs in raw.items():
-        fig = {k: median(runs[k]) for k in ("decode", "mesh", "json", "video", "video_mp4v")}
+        fig = {k: median(runs[k]) for k in RATES}
         fig["json_vs_mesh"] = fig["json"] / fig["mesh"]
+        fig["json_no_signals_vs_mesh"] = fig["json_no_signals"] / fig["mesh"]
         fig["video_vs_mesh"] = fig["video"] / fig["mesh"]
         fig["video_mp4v_vs_mesh"] = fig["video_mp4v"] / fig["mesh"]
         fig["stages_ms"] = {s: median([st[s] for st in runs["stages"] if s in st]) for s in STAGES}
-        fig["runs"] = {k: [round(v, 1) for v in runs[k]] for k in ("decode", "mesh", "json", "video", "video_mp4v")}
+        fig["runs"] = {k: [round(v, 1) for v in runs[k]] for k in RATES}
         for encoder in ENCODERS:
             fig[encoder] = {k: median([r[k] for r in runs[encoder]]) for k in ("ms", "cpu_ms", "mb")}
         per_video[name] = fig
@@ -334,6 +340,8 @@ def table(results: dict) -> list[str]:
     row("2 face mesh alone (tracking), fps", [f"{videos[n]['mesh']:.0f}" for n in names])
     row("3 --video, JSON only, fps (% of 2)",
         [f"{videos[n]['json']:.0f} ({videos[n]['json_vs_mesh']:.0%})" for n in names])
+    row("3b the same, --no-signals",
+        [f"{videos[n]['json_no_signals']:.0f} ({videos[n]['json_no_signals_vs_mesh']:.0%})" for n in names])
     row("4 --video + annotated video, fps (% of 2)",
         [f"{videos[n]['video']:.0f} ({videos[n]['video_vs_mesh']:.0%})" for n in names])
     row("4b the same, mp4v writer (before H.264)",

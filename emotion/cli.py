@@ -29,7 +29,8 @@ EPILOG = """examples:
   python main.py --realtime --source clip.mp4 --objects  a video file in the window, with YOLO object boxes
   python main.py --realtime --headless --source rtsp://host/stream --output live.mp4   no window (servers)
 
-window keys (--realtime): q or Esc quit, space pause, s screenshot, r record, o object boxes, h help line.
+window keys (--realtime): q or Esc quit, space pause, s screenshot, r record, o object boxes, b / p / g blendshapes,
+head pose, gaze on or off (as --show; needs the face signals), h help line.
 
 exit codes: 0 success, 2 bad input or settings (one line on stderr says what and how to fix it), 130 interrupted (Ctrl-C, SIGTERM or SIGHUP; outputs are closed valid).
 labels: """ + ", ".join(LABELS) + """; valence and arousal in [-1, 1]."""
@@ -111,6 +112,9 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_output_options(out: argparse._ArgumentGroup) -> None:
+    from emotion.configargs import add_options
+    from emotion.overlay import OverlayConfig
+
     out.add_argument(
         "--output",
         metavar="PATH",
@@ -124,9 +128,15 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
         metavar="PATH",
         help="per-frame JSON (--video default: <output name>_results.json beside --output, or "
         "<video name>_results.json here without --output); per-image JSON for --image; valid after every frame or "
-        "image",
+        "image; with the face signals each face also has blendshapes, head_pose and gaze (README 'JSON format')",
     )
-    out.add_argument("--csv", metavar="PATH", help="also write one CSV row per face per frame (--video, --realtime)")
+    out.add_argument(
+        "--csv",
+        metavar="PATH",
+        help="also write one CSV row per face per frame (--video, --realtime); with the face signals also their "
+        "columns, bs_<blendshape>, head_yaw/pitch/roll, gaze_yaw/pitch",
+    )
+    add_options(out, OverlayConfig)
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -207,22 +217,43 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--objects works with --realtime, --video and --demo")
     if args.objects and args.video and not args.output:
         p.error("--objects draws boxes on the annotated video: add --output")
+    if args.show and not (args.image or args.video or args.demo or args.realtime):
+        p.error("--show works with --image, --video, --demo and --realtime")
+    if args.show and (args.image or args.video) and not args.output:
+        p.error("--show draws on the annotated image or video: add --output")
     _check_batch_args(p, args)
     _stage_configs(p, args)
+    if args.overlay_config.show and not args.face_config.signals:
+        from emotion.errors import EmotionError
+
+        raise EmotionError(f"--show {','.join(args.overlay_config.show)} needs the face signals", fix=_signals_fix())
+
+
+def _signals_fix() -> str:
+    """How to turn the face signals on: the flag of FaceConfig.signals (--no-signals while they default to on)."""
+    import dataclasses
+
+    from emotion.configargs import option_name
+    from emotion.face import FaceConfig
+
+    field = next(f for f in dataclasses.fields(FaceConfig) if f.name == "signals")
+    return ("drop " if field.default else "add ") + option_name(field)
 
 
 def _stage_configs(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Build the configs of the stages from their options (refusing bad values now, before anything loads), kept on
-    `args` as face_config, smoothing_config and object_config."""
+    `args` as face_config, smoothing_config, object_config and overlay_config."""
     from emotion.configargs import from_namespace
     from emotion.face import FaceConfig
     from emotion.objects import ObjectConfig
+    from emotion.overlay import OverlayConfig
     from emotion.smoothing import SmoothingConfig
 
     try:
         args.face_config = from_namespace(FaceConfig, args)
         args.smoothing_config = from_namespace(SmoothingConfig, args)
         args.object_config = from_namespace(ObjectConfig, args)
+        args.overlay_config = from_namespace(OverlayConfig, args)
     except ValueError as exc:
         p.error(str(exc))
 

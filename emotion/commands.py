@@ -89,7 +89,9 @@ def _images(recognizer, args: argparse.Namespace) -> int:
 
     failed: list[EmotionError] = []
     total = broken = 0
-    for path, rec, error in run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite):
+    images = run_images(recognizer, args.image, args.output, args.json, overwrite=args.overwrite,
+                        overlay=args.overlay_config)  # fmt: skip
+    for path, rec, error in images:
         total += 1
         if error is not None:
             failed.append(error)
@@ -123,7 +125,8 @@ def _video_folder(recognizer, args: argparse.Namespace) -> int:
     from emotion.errors import EmotionError
     from emotion.jobs import batch_table, run_batch
 
-    rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress)
+    rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress,
+                     overlay=args.overlay_config)  # fmt: skip
     print("\n".join(batch_table(rows)))
     failed = sum(r.error is not None for r in rows)
     if failed:
@@ -146,7 +149,7 @@ def _video(recognizer, args: argparse.Namespace) -> int:
                 prepare_output(path, args.overwrite)  # refuse before writing anything
             source = make_demo_clip(folder / "demo_input.mp4", overwrite=args.overwrite)
         summary = run_video(recognizer, source, output, args.json, args.csv, overwrite=args.overwrite,
-                            progress=not args.no_progress, objects=detector)  # fmt: skip
+                            progress=not args.no_progress, overlay=args.overlay_config, objects=detector)  # fmt: skip
     finally:
         if detector is not None:
             detector.close()
@@ -212,6 +215,7 @@ def _realtime(recognizer, source, args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         objects=args.objects,
         object_config=_object_config(args, recognizer),
+        overlay=args.overlay_config,
         progress=not args.no_progress,
     )
     summary = run_realtime(recognizer, source, config)

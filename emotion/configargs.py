@@ -4,7 +4,8 @@ A field takes part when its metadata holds a Flag (see `option`). `add_options` 
 options whose default comes from the dataclass (None in the namespace means "not given", so each config applies its
 own default), and `from_namespace` builds the config back from the parsed options. A flag several configs share, or
 one the parser already declares by hand, is added once and read by all. Validation stays in `__post_init__`: a
-ConfigError there names fields, and `from_namespace` reports it with their flags instead.
+ConfigError there names fields, and `from_namespace` reports it with their flags instead. A `tuple[str, ...]` field
+takes a comma-separated list and may be repeated (`--show pose,gaze`, `--show pose --show gaze`).
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ def from_namespace(cls: type, namespace: argparse.Namespace, **values: Any) -> A
     Raises ValueError naming the flags when the config refuses a setting (ConfigError).
     """
     kwargs = {}
+    hints = typing.get_type_hints(cls)
     for f in flagged(cls):
         value = getattr(namespace, _dest(f), None)
+        if value is not None and _is_list(hints[f.name]):
+            value = tuple(dict.fromkeys(item for items in value for item in items))  # each once, in order
         if value is not None:
             kwargs[f.name] = not value if _negated(f) else value
     kwargs.update(values)
@@ -117,10 +121,33 @@ def _argparse_kwargs(f: Field, hint: Any) -> dict[str, Any]:
     if _scalar(hint) is bool:
         kwargs["action"] = "store_true"
         return kwargs
+    if _is_list(hint):
+        kwargs.update(action="append", type=_items(flag.choices), metavar=flag.metavar)
+        return kwargs
     kwargs.update(type=_scalar(hint), metavar=flag.metavar, choices=flag.choices)
     if flag.const is not None:
         kwargs.update(nargs="?", const=flag.const)
     return kwargs
+
+
+def _is_list(hint: Any) -> bool:
+    """A `tuple[str, ...]` field: a list of names on the command line."""
+    return typing.get_origin(hint) is tuple
+
+
+def _items(choices: tuple[Any, ...] | None) -> Callable[[str], tuple[str, ...]]:
+    """argparse's type for one value of a list option: its comma-separated names, each one of `choices`."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(item.strip() for item in text.split(",") if item.strip())
+        wrong = [item for item in items if choices and item not in choices]
+        if wrong or not items:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {', '.join(wrong) or repr(text)} (choose from {', '.join(map(str, choices or ()))})"
+            )
+        return items
+
+    return parse
 
 
 def _scalar(hint: Any) -> type:

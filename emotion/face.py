@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from collections.abc import Callable
 
 import cv2
@@ -34,6 +34,7 @@ from emotion.graphs import (
     PoseHeads,
     Proposal,
     Roi,
+    SignalModel,
     landmark_box,
     load_mediapipe,
 )
@@ -74,8 +75,9 @@ class FaceConfig:
     pose: bool = True  # search for heads with MediaPipe's pose model (turned faces)
     search_share: float = 0.1  # [0, 1], share of video mode's face-stage time the tiled and pose searches may take
     signals: bool = option(  # blendshapes, head pose and gaze per face (emotion.signals)
-        "add the face signals (52 blendshapes, head pose, gaze; README 'Face signals') to every face",
-        False,
+        "leave out the face signals (52 blendshapes, head pose, gaze; README 'Face signals'); the emotions are the "
+        "same either way",
+        True,
     )
     max_missed: int = 10  # frames a track survives without being found before its id is dropped
     match_iou: float = 0.3  # box IoU in [0, 1] a newly found face needs with a lost track's last box to continue it
@@ -89,20 +91,27 @@ class FaceConfig:
 
 @dataclass
 class Face:
-    """One face in one frame; `landmarks_norm` is computed on first use (e.g. on the model's thread). The model's
-    crop of it is the model's to make (emotion.align.CropSpec.of(model config))."""
+    """One face in one frame; `landmarks_norm` and `signals` are computed on first use (the pipeline reads them on
+    its model thread, overlapping the next frame's face stage). The model's crop of it is the model's to make
+    (emotion.align.CropSpec.of(model config))."""
 
     track_id: int  # stable across frames in video mode; in image mode 0.. from left to right
     box: tuple[int, int, int, int]  # x, y, w, h in px: bounds of the landmarks, clipped to the image
     score: float  # [0, 1], latest detector score of this face (min_detection_confidence before any detector saw it)
     landmarks: np.ndarray  # (L, 3) float32: x, y in px, z in px scale (MediaPipe z * width)
     source: str = "detector"  # which search first found this face (its track), one of SOURCES
-    signals: FaceSignals | None = None  # blendshapes, head pose, gaze; None when FaceConfig.signals is off
+    read_signals: Callable[[], FaceSignals] | None = field(default=None, repr=False, compare=False)  # see signals
 
     @cached_property
     def landmarks_norm(self) -> np.ndarray:
         """(L, 3) float32 in the canonical pose, see emotion.align.canonical_landmarks."""
         return canonical_landmarks(self.landmarks)
+
+    @cached_property
+    def signals(self) -> FaceSignals | None:
+        """Blendshapes, head pose and gaze (README "Face signals"); None when FaceConfig.signals is off. Read them
+        while the face stage that found the face is open."""
+        return None if self.read_signals is None else self.read_signals()
 
 @dataclass
 class _Track:
@@ -123,7 +132,7 @@ class _Track:
 class _Candidate:
     """A face found in this frame, before it is matched to a track."""
 
-    fit: Fit  # landmarks (and blendshapes) in working-image px
+    fit: Fit  # landmarks in working-image px, and the region they were found in
     source: str
     score: float | None = None
     track: _Track | None = None  # the track it was followed from
@@ -134,8 +143,7 @@ class _Candidate:
 
     @property
     def landmarks(self) -> np.ndarray:
-        """(L, 3) float32, the face mesh without the irises."""
-        return self.fit.landmarks[:LANDMARK_COUNT]
+        return self.fit.landmarks
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -205,7 +213,7 @@ class FaceAnalyzer:
         self.static = static
         confidence = config.min_detection_confidence
         self._landmark_model = LandmarkModel()
-        self._signal_model = LandmarkModel(signals=True) if config.signals else None
+        self._signal_model = SignalModel() if config.signals else None
         self._full_range = FaceDetector(full_range=True, min_confidence=confidence)
         self._short_range = FaceDetector(full_range=False, min_confidence=confidence)
         self._pose = PoseHeads() if config.pose else None
@@ -249,12 +257,10 @@ class FaceAnalyzer:
         else:
             tracked = self._track(rgb)
         self._frame_index += 1
-        return [self._face(frame, track_id, c, score, factor) for track_id, c, score in tracked]
+        return [self._face(frame, rgb, track_id, c, score, factor) for track_id, c, score in tracked]
 
-    def _face(self, frame: np.ndarray, track_id: int, candidate: _Candidate, score, factor: np.ndarray) -> Face:
-        fit = candidate.fit
-        points = fit.landmarks * factor
-        landmarks = points[:LANDMARK_COUNT]
+    def _face(self, frame, rgb, track_id: int, candidate: _Candidate, score, factor: np.ndarray) -> Face:
+        landmarks = candidate.landmarks * factor
         h, w = frame.shape[:2]
         x0, y0 = np.floor(landmarks[:, :2].min(axis=0)).astype(int)
         x1, y1 = np.ceil(landmarks[:, :2].max(axis=0)).astype(int)
@@ -266,8 +272,13 @@ class FaceAnalyzer:
             score=float(self.config.min_detection_confidence if score is None else score),
             landmarks=landmarks,
             source=candidate.source,
-            signals=None if fit.blendshapes is None else FaceSignals.of(points, fit.blendshapes),
+            read_signals=None if self._signal_model is None else partial(self._signals, rgb, candidate.fit.roi, factor),
         )
+
+    def _signals(self, rgb: np.ndarray, roi: Roi, factor: np.ndarray) -> FaceSignals:
+        """A face's signals from the attention mesh at the region where its landmarks were found."""
+        refined, blendshapes = self._signal_model(rgb, roi)
+        return FaceSignals.of(refined * factor, blendshapes)
 
     def _find(self, rgb: np.ndarray) -> list[_Candidate]:
         """Every face of an image: all searches, then the ones for a face that fills the image if none found one."""
@@ -331,18 +342,15 @@ class FaceAnalyzer:
                 found.append(candidate)
 
     def _landmarks(self, rgb: np.ndarray, roi: Roi) -> Fit | None:
-        """The landmark model at a proposed region, then the final fit at the region its answer gives: a face fitted
+        """The landmark model at a proposed region, then once more at the region its answer gives: a face fitted
         from a loose or shifted region settles on the face (or is given up), as the face mesh's tracking does over
         two frames."""
-        fit = self._landmark_model(rgb, roi)
-        return None if fit is None else self._final_fit(rgb, Roi.of_landmarks(fit.landmarks))
+        landmarks = self._landmark_model(rgb, roi)
+        return None if landmarks is None else self._fit(rgb, Roi.of_landmarks(landmarks))
 
-    def _final_fit(self, rgb: np.ndarray, roi: Roi) -> Fit | None:
-        """A face's fit for its output: with signals, the attention mesh and blendshapes. Only the plain mesh
-        confirms proposals: the attention mesh's presence score passed a cartoon sky that the plain one rejects."""
-        if self._signal_model is None:
-            return self._landmark_model(rgb, roi)
-        return self._signal_model(rgb, roi, blendshapes=True)
+    def _fit(self, rgb: np.ndarray, roi: Roi) -> Fit | None:
+        landmarks = self._landmark_model(rgb, roi)
+        return None if landmarks is None else Fit(landmarks, roi)
 
     def _whole_image(self, rgb: np.ndarray, source: str) -> list[_Candidate]:
         """The one face that fills the image, if the landmark model sees one there."""
@@ -362,7 +370,7 @@ class FaceAnalyzer:
         start = time.perf_counter()
         candidates = []
         for track in self._tracks:
-            fit = self._final_fit(rgb, Roi.of_landmarks(track.landmarks))
+            fit = self._fit(rgb, Roi.of_landmarks(track.landmarks))
             if fit is not None:
                 candidates.append(_Candidate(fit, track.source, track=track))
         candidates = _distinct(candidates, lambda c: c.box)

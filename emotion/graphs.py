@@ -1,6 +1,7 @@
-"""The MediaPipe models the face stage runs (all shipped in the mediapipe 0.10.21 wheel, so it works offline), with
-their native log lines kept off the terminal: the two face detectors, the face landmark model on a region we choose,
-and the pose model, whose head keypoints find faces turned too far for the face detectors.
+"""The MediaPipe models the face stage runs (shipped in the mediapipe 0.10.21 wheel, or with this package, so it works
+offline), with their native log lines kept off the terminal: the two face detectors, the face landmark model on a
+region we choose, the pose model, whose head keypoints find faces turned too far for the face detectors, and the
+face signals' attention mesh and blendshape network.
 
 Every model answers with `Proposal`s or landmarks in the pixels of the RGB image it was given.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.errors import EmotionError
+
 LANDMARK_COUNT = 468
-SIGNALS_LANDMARK_COUNT = 478  # with the attention model's 10 iris landmarks
+REFINED_LANDMARK_COUNT = 478  # the attention mesh's, irises last
 
 ROI_SCALE = 1.5
 """Side of the landmark model's square region as a multiple of the face box's longer side (MediaPipe's face mesh)."""
@@ -44,31 +48,58 @@ node {
 """The face mesh's second stage alone: 468 landmarks in a given region, output only when the model's face-presence
 score passes its threshold (0.5), so it also confirms that the region holds a face."""
 
+
 _SIGNALS_GRAPH = """
 input_stream: "image"
 input_stream: "roi"
-input_stream: "want"
-input_side_packet: "with_attention"
-output_stream: "landmarks"
+output_stream: "refined"
 output_stream: "blendshapes"
 node {
-  calculator: "FaceLandmarkCpu"
+  calculator: "ImageToTensorCalculator"
   input_stream: "IMAGE:image"
-  input_stream: "ROI:roi"
-  input_side_packet: "WITH_ATTENTION:with_attention"
-  output_stream: "LANDMARKS:landmarks"
+  input_stream: "NORM_RECT:roi"
+  output_stream: "TENSORS:input_tensors"
+  options: { [mediapipe.ImageToTensorCalculatorOptions.ext] {
+    output_tensor_width: 192 output_tensor_height: 192 output_tensor_float_range { min: 0.0 max: 1.0 } } }
 }
-node { calculator: "GateCalculator" input_stream: "landmarks" input_stream: "ALLOW:want" output_stream: "wanted" }
+node { calculator: "TfLiteCustomOpResolverCalculator" output_side_packet: "OP_RESOLVER:op_resolver" }
+node {
+  calculator: "InferenceCalculator"
+  input_stream: "TENSORS:input_tensors"
+  input_side_packet: "OP_RESOLVER:op_resolver"
+  output_stream: "TENSORS:output_tensors"
+  options: { [mediapipe.InferenceCalculatorOptions.ext] {
+    model_path: "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite" delegate { xnnpack {} } } }
+}
+node {
+  calculator: "SplitTensorVectorCalculator"
+  input_stream: "output_tensors"
+  output_stream: "landmark_tensors"
+  options: { [mediapipe.SplitVectorCalculatorOptions.ext] { ranges: { begin: 0 end: 6 } } }
+}
+node {
+  calculator: "TensorsToFaceLandmarksWithAttention"
+  input_stream: "TENSORS:landmark_tensors"
+  output_stream: "LANDMARKS:local"
+}
+node {
+  calculator: "LandmarkProjectionCalculator"
+  input_stream: "NORM_LANDMARKS:local"
+  input_stream: "NORM_RECT:roi"
+  output_stream: "NORM_LANDMARKS:refined"
+}
 node { calculator: "ImagePropertiesCalculator" input_stream: "IMAGE:image" output_stream: "SIZE:size" }
 node {
   calculator: "mediapipe.tasks.vision.face_landmarker.FaceBlendshapesGraph"
-  input_stream: "LANDMARKS:wanted"
+  input_stream: "LANDMARKS:refined"
   input_stream: "IMAGE_SIZE:size"
   output_stream: "BLENDSHAPES:blendshapes"
 }
 """
-"""The same with face signals: the attention face mesh (478 landmarks: the 468 refined around eyes and lips, and
-10 iris points) and, when asked (`want`), Face Landmarker v2's blendshape network on those landmarks, in one call."""
+"""The attention face mesh (the face mesh's `refine_landmarks` model: 478 landmarks, eyes and lips refined, 10 iris
+points) on a region where the plain model found a face, as FaceLandmarkCpu runs it but without its face/no-face gate
+(that decision stays the plain model's: the attention model's own score rejected a turned face the plain model
+follows and passed a cartoon sky the plain model rejects), then Face Landmarker v2's blendshape network on it."""
 
 
 @contextmanager
@@ -159,10 +190,10 @@ def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
 
 @dataclass
 class Fit:
-    """What the landmark model found in a region."""
+    """A face the landmark model found, and the region it found it in (where its signals are read)."""
 
-    landmarks: np.ndarray  # (L, 3) float32 px (z in px scale); 478 rows with signals (irises last), else 468
-    blendshapes: np.ndarray | None = None  # (52,) float32 in [0, 1] when asked for (emotion.signals names them)
+    landmarks: np.ndarray  # (L, 3) float32 px, z in px scale
+    roi: Roi
 
 
 @dataclass
@@ -202,68 +233,105 @@ def mesh_landmarks(face_landmarks, width: int, height: int, count: int = LANDMAR
 
 
 class LandmarkModel:
-    """MediaPipe's face landmark model on a region we choose: a `Fit`, or None when the model does not see a face
-    there. Unlike the face mesh solution it needs no face detector first, so it follows faces turned too far for the
-    detectors. It runs its graph directly rather than through mediapipe's SolutionBase, whose per-call bookkeeping
-    cost about 0.2 ms of a 1.6 ms call here. With `signals`, it runs the attention mesh and, on request, the
-    blendshape network (README "Face signals")."""
+    """MediaPipe's face landmark model on a region we choose: (L, 3) float32 landmarks in px (z in px scale), or
+    None when the model does not see a face there. Unlike the face mesh solution it needs no face detector first,
+    so it follows faces turned too far for the detectors. It runs its graph directly rather than through
+    mediapipe's SolutionBase, whose per-call bookkeeping cost about 0.2 ms of a 1.6 ms call here."""
 
-    def __init__(self, signals: bool = False):
+    def __init__(self):
         mp = load_mediapipe()
-        from google.protobuf import text_format
-        from mediapipe.framework import calculator_pb2
         from mediapipe.framework.formats import rect_pb2
         from mediapipe.python import resource_util
 
-        self._mp, self._rect, self.signals = mp, rect_pb2.NormalizedRect, signals
+        self._mp, self._rect = mp, rect_pb2.NormalizedRect
         resource_util.set_resource_dir(str(Path(mp.__file__).parents[1]))  # where the graph finds the model file
-        self._found: dict = {}
+        self._found: list = []
         self._timestamp = 0
-        side_packets = {}
-        config = text_format.Parse(_SIGNALS_GRAPH if signals else _LANDMARK_GRAPH, calculator_pb2.CalculatorGraphConfig())
-        if signals:
-            from mediapipe.tasks.cc.vision.face_landmarker.proto import face_blendshapes_graph_options_pb2 as options
-
-            from emotion.signals import bundle_file
-
-            blendshapes = options.FaceBlendshapesGraphOptions()
-            blendshapes.base_options.model_asset.file_content = bundle_file("face_blendshapes.tflite")
-            config.node[-1].options.Extensions[options.FaceBlendshapesGraphOptions.ext].CopyFrom(blendshapes)
-            side_packets = {"with_attention": mp.packet_creator.create_bool(True)}
         with quiet_native_stderr():
-            self._graph = mp.CalculatorGraph(graph_config=config)
-            for stream in config.output_stream:
-                self._graph.observe_output_stream(stream, lambda name, packet: self._found.__setitem__(name, packet))
-            self._graph.start_run(side_packets)
+            self._graph = mp.CalculatorGraph(graph_config=_LANDMARK_GRAPH)
+            self._graph.observe_output_stream("landmarks", lambda _, packet: self._found.append(packet))
+            self._graph.start_run()
             self(BLANK, Roi(32, 32, 64))  # start-up logs, inside the quiet window (see QuietGraph)
 
-    def __call__(self, rgb: np.ndarray, roi: Roi, blendshapes: bool = False) -> Fit | None:
-        """The face in `roi`, with its blendshapes too when asked for and the model runs with signals."""
+    def __call__(self, rgb: np.ndarray, roi: Roi) -> np.ndarray | None:
         mp = self._mp
         h, w = rgb.shape[:2]
         rect = self._rect(
             x_center=roi.cx / w, y_center=roi.cy / h, width=roi.side / w, height=roi.side / h, rotation=roi.angle
         )
         self._timestamp += 1
-        t = self._timestamp
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         self._found.clear()
-        self._graph.add_packet_to_input_stream("image", mp.packet_creator.create_image(image).at(t))
-        self._graph.add_packet_to_input_stream("roi", mp.packet_creator.create_proto(rect).at(t))
-        if self.signals:
-            self._graph.add_packet_to_input_stream("want", mp.packet_creator.create_bool(blendshapes).at(t))
+        self._graph.add_packet_to_input_stream("image", mp.packet_creator.create_image(image).at(self._timestamp))
+        self._graph.add_packet_to_input_stream("roi", mp.packet_creator.create_proto(rect).at(self._timestamp))
         self._graph.wait_until_idle()
-        if "landmarks" not in self._found:
+        if not self._found:
             return None
-        count = SIGNALS_LANDMARK_COUNT if self.signals else LANDMARK_COUNT
-        fit = Fit(mesh_landmarks(mp.packet_getter.get_proto(self._found["landmarks"]), w, h, count))
-        if "blendshapes" in self._found:
-            scores = mp.packet_getter.get_proto(self._found["blendshapes"]).classification
-            fit.blendshapes = np.array([c.score for c in scores], np.float32)
-        return fit
+        return mesh_landmarks(mp.packet_getter.get_proto(self._found[0]), w, h)
 
     def close(self) -> None:
         with quiet_native_stderr():
+            self._graph.close()
+
+
+class SignalModel:
+    """The face signals' MediaPipe models on a region where a face was found (README "Face signals"): the attention
+    mesh's 478 landmarks (px) and the 52 blendshape scores. Safe to call from another thread than the face stage's
+    (the pipeline reads signals on its model thread, overlapping the next frame's face stage)."""
+
+    def __init__(self):
+        mp = load_mediapipe()
+        from google.protobuf import text_format
+        from mediapipe.framework import calculator_pb2
+        from mediapipe.framework.formats import rect_pb2
+        from mediapipe.python import resource_util
+        from mediapipe.tasks.cc.vision.face_landmarker.proto import face_blendshapes_graph_options_pb2 as options
+
+        from emotion.signals import bundle_file
+
+        self._mp, self._rect = mp, rect_pb2.NormalizedRect
+        resource_util.set_resource_dir(str(Path(mp.__file__).parents[1]))
+        config = text_format.Parse(_SIGNALS_GRAPH, calculator_pb2.CalculatorGraphConfig())
+        blendshapes = options.FaceBlendshapesGraphOptions()
+        blendshapes.base_options.model_asset.file_content = bundle_file("face_blendshapes.tflite")
+        config.node[-1].options.Extensions[options.FaceBlendshapesGraphOptions.ext].CopyFrom(blendshapes)
+        self._found: dict = {}
+        self._timestamp = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        with quiet_native_stderr():
+            self._graph = mp.CalculatorGraph(graph_config=config)
+            for stream in config.output_stream:
+                self._graph.observe_output_stream(stream, lambda name, packet: self._found.__setitem__(name, packet))
+            self._graph.start_run()
+            self(BLANK, Roi(32, 32, 64))  # start-up logs, inside the quiet window (see QuietGraph)
+
+    def __call__(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, np.ndarray]:
+        """(478, 3) float32 landmarks in px and (52,) float32 blendshape scores of the face in `roi`."""
+        mp = self._mp
+        h, w = rgb.shape[:2]
+        rect = self._rect(
+            x_center=roi.cx / w, y_center=roi.cy / h, width=roi.side / w, height=roi.side / h, rotation=roi.angle
+        )
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        with self._lock:
+            if self._closed:
+                raise EmotionError(
+                    "a face's signals were read after its face stage (FaceAnalyzer or EmotionRecognizer) was closed",
+                    fix="read Face.signals before closing it",
+                )
+            self._timestamp += 1
+            self._found.clear()
+            self._graph.add_packet_to_input_stream("image", mp.packet_creator.create_image(image).at(self._timestamp))
+            self._graph.add_packet_to_input_stream("roi", mp.packet_creator.create_proto(rect).at(self._timestamp))
+            self._graph.wait_until_idle()
+            refined, scores = (mp.packet_getter.get_proto(self._found[k]) for k in ("refined", "blendshapes"))
+        landmarks = mesh_landmarks(refined, w, h, REFINED_LANDMARK_COUNT)
+        return landmarks, np.array([c.score for c in scores.classification], np.float32)
+
+    def close(self) -> None:
+        with self._lock, quiet_native_stderr():
+            self._closed = True
             self._graph.close()
 
 

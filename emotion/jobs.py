@@ -18,7 +18,7 @@ from emotion.io.sinks import (
     H264Config, JsonWriter, ResultSinks, VideoWriter, default_json_path, fit_name, prepare_output, write_image,
 )
 from emotion.io.sources import ImageList, open_source
-from emotion.overlay import OverlayConfig, draw_frame
+from emotion.overlay import OverlayConfig, check_signals, draw_frame
 from emotion.pipeline import Pipeline, RunSummary
 from emotion.recognizer import EmotionRecognizer
 from emotion.text import plural
@@ -41,6 +41,8 @@ def run_video(
     `objects` (an `emotion.objects.ObjectDetector`) adds its latest object boxes under the faces of the video.
     `h264` sets how an .mp4 is encoded; None writes MPEG-4 Part 2 (mp4v), the writer before H.264.
     """
+    if output:
+        check_signals(overlay, recognizer.face_config.signals)  # before any file is opened
     video = open_source(source, "lossless", on_decode=lambda ms: recognizer.timer.add("decode", ms))
     try:
         info = video.video.info
@@ -49,7 +51,9 @@ def run_video(
         out = prepare_output(output, overwrite, "video") if output else None
         jpath = prepare_output(json_path, overwrite)
         cpath = prepare_output(csv_path, overwrite) if csv_path else None
-        sinks = ResultSinks(out, jpath, cpath, fps=info.fps, timer=recognizer.timer, h264=h264)
+        sinks = ResultSinks(
+            out, jpath, cpath, fps=info.fps, timer=recognizer.timer, h264=h264, signals=recognizer.face_config.signals
+        )
         pipeline = Pipeline(recognizer, [sinks], draw=out is not None, objects=objects, overlay=overlay)
         return pipeline.run(video, progress=progress)
     finally:
@@ -82,6 +86,8 @@ def run_images(
     else:
         targets = [output] * len(source.paths)
     check_distinct(source.paths, [*filter(None, targets), json_path])
+    if any(targets):
+        check_signals(overlay, recognizer.face_config.signals)
     targets = [prepare_output(target, overwrite, "image") if target else None for target in targets]
     jpath = prepare_output(json_path, overwrite) if json_path else None
     return _image_records(recognizer, source, targets, jpath, overlay)

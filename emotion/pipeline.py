@@ -23,7 +23,7 @@ from emotion.errors import EmotionError
 from emotion.interrupts import signals_held
 from emotion.io.sinks import ResultSinks
 from emotion.io.sources import Captured, FrameSource
-from emotion.overlay import OverlayConfig, draw_boxes, draw_frame
+from emotion.overlay import OverlayConfig, check_signals, draw_boxes, draw_frame
 from emotion.recognizer import EmotionRecognizer
 from emotion.results import FrameResult
 from emotion.text import plural
@@ -131,6 +131,8 @@ class Pipeline:
         overlay: OverlayConfig = OverlayConfig(),
         threaded: bool = True,
     ):
+        if draw:
+            check_signals(overlay, recognizer.face_config.signals)
         self.rec = recognizer
         self.outputs = list(outputs or [])
         self.draw = draw

@@ -73,8 +73,8 @@ def _mean_of_views(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
 
 
 def _face_config_for(face_config: FaceConfig, signals: int) -> FaceConfig:
-    """The face stage's config for a model: one with a signal stream (`signals` > 0) reads the face signals, so they
-    are turned on where they are off by default; a config that turns off signals that are on by default is refused."""
+    """The face stage's config for a model: one with a signal stream (`signals` > 0) reads the face signals, so a
+    config that turns them off is refused (and, were they off by default, they would be turned on)."""
     if signals and signals != SIGNAL_DIM:
         raise EmotionError(
             f"this model reads {signals} face signals per frame, this version of emotion gives {SIGNAL_DIM}",
@@ -138,6 +138,7 @@ class EmotionRecognizer:
         self._last_seen: dict[int, int] = {}
         self._frame_count = 0
         self._smoother = Smoother(smoothing)
+        self._signal_smoother = Smoother(smoothing)  # the face signals' FaceSignals.vector(), per track
         self._tracker: FaceAnalyzer | None = None
         self._detector: FaceAnalyzer | None = None
 
@@ -161,7 +162,7 @@ class EmotionRecognizer:
                 crops = np.ascontiguousarray(crops[:, :, ::-1])
             crops = crops_to_tensor(crops, self.model.backbone.pretrained_cfg).numpy()
             landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
-            signals = self._signals(faces)
+        signals = self._signals(faces)
         with self.timer("model"):
             out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces], signals)
             logits = out["logits"] - out["logits"].max(axis=-1, keepdims=True)
@@ -170,12 +171,14 @@ class EmotionRecognizer:
         return {"probabilities": probabilities, "valence": out["valence"], "arousal": out["arousal"]}
 
     def _signals(self, faces: list[Face]) -> np.ndarray | None:
-        """(N, G) face signals for a model with a signal stream (zeros for a face without them), else None."""
+        """(N, G) face signals for a model with a signal stream (zeros for a face without them; read here first, so
+        timed as the stage 'signals'), else None."""
         g = self.model.config.signals
         if not g:
             return None
-        zeros = np.zeros(g, np.float32)
-        return np.stack([zeros if f.signals is None else f.signals.vector() for f in faces])
+        with self.timer("signals"):
+            zeros = np.zeros(g, np.float32)
+            return np.stack([zeros if f.signals is None else f.signals.vector() for f in faces])
 
     def _forget_lost_tracks(self, faces: list[Face]) -> None:
         """Drop the ring buffer and smoothing of tracks unseen for longer than the face stage keeps them."""
@@ -186,6 +189,7 @@ class EmotionRecognizer:
         self._last_seen = {t: self._last_seen[t] for t in live}
         self._state.retain(live)
         self._smoother.retain(live)
+        self._signal_smoother.retain(live)
 
     def _results(self, faces: list[Face], outputs: dict[str, np.ndarray], smooth: bool) -> list[FaceResult]:
         results = []
@@ -193,6 +197,9 @@ class EmotionRecognizer:
             probs = outputs["probabilities"][i]
             va = np.array([outputs["valence"][i], outputs["arousal"][i]])
             shown = self._smoother(face.track_id, np.concatenate([probs, va])) if smooth else np.concatenate([probs, va])
+            signals = face.signals
+            if smooth and signals is not None and self.smoothing.frames > 1:  # 1: raw, exactly (no x / 90 * 90)
+                signals = signals.with_vector(self._signal_smoother(face.track_id, signals.vector()))
             results.append(
                 FaceResult(
                     track_id=face.track_id,
@@ -205,6 +212,8 @@ class EmotionRecognizer:
                     raw_arousal=float(va[1]),
                     landmarks=face.landmarks,
                     source=face.source,
+                    signals=signals,
+                    raw_signals=face.signals,
                 )
             )
         return results
@@ -228,7 +237,7 @@ class EmotionRecognizer:
         outputs = self._infer(frame, faces, self._state)
         with self.timer("smoothing"):
             self._forget_lost_tracks(faces)
-            return FrameResult(index, timestamp, self._results(faces, outputs, smooth=True))
+            return FrameResult(index, timestamp, self._results(faces, outputs, smooth=True), self.face_config.signals)
 
     def predict_image(self, image: np.ndarray) -> FrameResult:
         """Detect every face in a still image from scratch and classify it from this single frame."""
@@ -240,7 +249,7 @@ class EmotionRecognizer:
             outputs = _mean_of_views(outputs, self._infer(image, faces, self.streamer.init_state(), mirrored=True))
             if self.affect_source == "circumplex":  # of the probabilities shown (the views' mean was 0.014 off)
                 outputs["valence"], outputs["arousal"] = (outputs["probabilities"] @ np.array(circumplex_matrix())).T
-        return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False))
+        return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False), self.face_config.signals)
 
     def reset(self) -> None:
         """Forget all tracks, ring buffers and smoothing state (call between unrelated videos)."""
@@ -250,6 +259,7 @@ class EmotionRecognizer:
         self._last_seen.clear()
         self._frame_count = 0
         self._smoother.reset()
+        self._signal_smoother.reset()
         self.timer.reset()
 
     def process_video(self, source: str | Path | VideoSource) -> Iterator[tuple[FrameResult, np.ndarray]]:

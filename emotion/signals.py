@@ -44,6 +44,8 @@ IRIS_COUNT = 10  # landmarks 468..477 of the attention face mesh: right iris cen
 _RIGHT_IRIS, _LEFT_IRIS = 468, 473  # iris centres (the person's right eye is on the image's left)
 _RIGHT_EYE_CORNERS, _LEFT_EYE_CORNERS = (33, 133), (263, 362)  # outer, inner corner of each eye
 _EYEBALL_RADIUS = 0.45  # eyeball radius over the eye's corner-to-corner width (about 12 mm over 27 mm)
+_GAZE_PITCH_REST = 7.5  # degrees the iris centre of an eye looking ahead reads above the corners' line: the median
+# gaze pitch of the 264 faces of the shared photos, most of which look into the camera (benchmarks/signals.py)
 
 
 def bundle_file(name: str) -> bytes:
@@ -111,15 +113,13 @@ def euler(rotation: np.ndarray) -> np.ndarray:
 def eye_angles(landmarks: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """(yaw, pitch) degrees of the eyes relative to the head, the mean of both eyes: each iris centre's offset from
     its eye's centre (the midpoint of its corners), turned into the head's frame, over an eyeball radius of
-    _EYEBALL_RADIUS eye widths, as the sine of the eye's rotation. Zero: the iris on the corners' line, centred."""
-    view = _view(landmarks) @ rotation  # rows: points in the head's axes (scaled)
-    angles = []
-    for iris, (outer, inner) in ((_RIGHT_IRIS, _RIGHT_EYE_CORNERS), (_LEFT_IRIS, _LEFT_EYE_CORNERS)):
-        centre = (view[outer] + view[inner]) / 2
-        radius = _EYEBALL_RADIUS * np.linalg.norm(view[outer, :2] - view[inner, :2])
-        offset = (view[iris, :2] - centre[:2]) / max(radius, 1e-6)
-        angles.append(np.degrees(np.arcsin(np.clip(offset, -1.0, 1.0))))
-    return np.mean(angles, axis=0)
+    _EYEBALL_RADIUS eye widths, as the sine of the eye's rotation; pitch less _GAZE_PITCH_REST, so that eyes
+    looking straight ahead read about zero."""
+    ids = [_RIGHT_IRIS, *_RIGHT_EYE_CORNERS, _LEFT_IRIS, *_LEFT_EYE_CORNERS]
+    iris, outer, inner = (_view(landmarks[ids]) @ rotation).reshape(2, 3, 3).transpose(1, 0, 2)  # head's axes
+    radius = _EYEBALL_RADIUS * np.linalg.norm(outer[:, :2] - inner[:, :2], axis=1, keepdims=True)
+    offset = (iris[:, :2] - (outer[:, :2] + inner[:, :2]) / 2) / np.maximum(radius, 1e-6)
+    return np.degrees(np.arcsin(np.clip(offset, -1.0, 1.0))).mean(axis=0) - np.array([0.0, _GAZE_PITCH_REST])
 
 
 @dataclass(frozen=True)

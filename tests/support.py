@@ -36,6 +36,18 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
+def signals_args(on: bool) -> list[str]:
+    """The command-line arguments that turn the face signals on or off, whichever FaceConfig's default is (the flag
+    is --signals while they default to off, --no-signals once they default to on)."""
+    import dataclasses
+
+    from emotion.configargs import option_name
+    from emotion.face import FaceConfig
+
+    field = next(f for f in dataclasses.fields(FaceConfig) if f.name == "signals")
+    return [] if field.default == on else [option_name(field)]
+
+
 def start_until(*args, json_path, frames: int = 100, timeout: float = 120) -> subprocess.Popen:
     """`python main.py ARGS...` started in the background, returned once `json_path` holds `frames` frames."""
     proc = subprocess.Popen(

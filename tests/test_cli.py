@@ -1,5 +1,7 @@
 """End-to-end tests through the real command line (`python main.py ...`) on real photos and videos."""
 
+import csv
+import hashlib
 import json
 import os
 import re
@@ -10,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, probe_video, write_clip
+from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, probe_video, read_frames, signals_args, write_clip
 
 import emotion
 
@@ -124,6 +126,123 @@ def test_demo_runs_without_user_files_and_is_right(tmp_path):
     again = cli("--demo", "--output", tmp_path / "demo", "--no-progress")
     assert_clean_error(again, "already exists", "--overwrite")
     assert cli("--demo", "--output", tmp_path / "demo", "--no-progress", "--overwrite").returncode == 0
+
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def test_signals_off_gives_the_output_of_the_version_before_them(tmp_path):
+    """fixtures/signals_off_clip.mp4 (8 frames zooming into the demo photo, then 2 grey frames) through `--video` with
+    the code of commit c397a45, the last before the face signals, wrote signals_off.json and signals_off.csv, and an
+    annotated video whose decoded frames hash to signals_off_video.sha256. With the signals off the same run must give
+    the same bytes (nothing in these files differs from run to run: no creation time, and the pipeline is
+    deterministic, checked by running the old code twice)."""
+    proc = cli("--video", FIXTURES / "signals_off_clip.mp4", "--output", tmp_path / "a.mp4", "--json", tmp_path / "a.json",
+               "--csv", tmp_path / "a.csv", "--no-progress", *signals_args(False))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((FIXTURES / "signals_off.json").read_text())
+    assert (tmp_path / "a.json").read_bytes() == (FIXTURES / "signals_off.json").read_bytes()
+    assert (tmp_path / "a.csv").read_bytes() == (FIXTURES / "signals_off.csv").read_bytes()
+    digest = hashlib.sha256()
+    for frame in read_frames(tmp_path / "a.mp4"):
+        digest.update(frame.tobytes())
+    assert digest.hexdigest() == (FIXTURES / "signals_off_video.sha256").read_text().split()[0]
+
+
+@pytest.fixture(scope="module")
+def signals_runs(tmp_path_factory):
+    """The golden clip through --video with the face signals on, JSON and CSV, smoothed (default) and --smoothing 1."""
+    out = tmp_path_factory.mktemp("signals")
+    for name, extra in (("smoothed", []), ("raw", ["--smoothing", "1"])):
+        proc = cli("--video", FIXTURES / "signals_off_clip.mp4", "--json", out / f"{name}.json", "--csv",
+                   out / f"{name}.csv", "--no-progress", *signals_args(True), *extra)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    return {name: json.loads((out / f"{name}.json").read_text()) for name in ("smoothed", "raw")}, out
+
+
+def readme_signal_keys() -> tuple[dict[str, str], list[str]]:
+    """README's table of the JSON's face-signal keys (key -> where: record, or face and raw) and its blendshape names."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("#### Face signals in the JSON") :]
+    section = section[: section.index("\n## ")]
+    rows = re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", section, re.M)
+    names = re.search(r"The blendshape names, in the network's order.*?: (`_neutral`.*?)\.\n", section, re.S).group(1)
+    return {key: where.strip() for key, where in rows}, re.findall(r"`(\w+)`", names)
+
+
+def signal_paths(obj: dict, old: dict) -> set[str]:
+    """The keys `obj` has beyond `old`'s, with one level of object keys spelled out (head_pose.yaw; blendshapes whole)."""
+    paths = set()
+    for key in obj.keys() - old.keys():
+        if isinstance(obj[key], dict) and key != "blendshapes":
+            paths |= {f"{key}.{sub}" for sub in obj[key]}
+        else:
+            paths.add(key)
+    return paths
+
+
+def test_signals_json_has_exactly_the_keys_the_readme_documents(signals_runs):
+    from emotion.signals import BLENDSHAPE_NAMES
+
+    records = signals_runs[0]["smoothed"]
+    old = json.loads((FIXTURES / "signals_off.json").read_text())  # schema 1, the format before the signals
+    documented, names = readme_signal_keys()
+    assert names == list(BLENDSHAPE_NAMES)
+    assert [r["frame"] for r in records] == list(range(10)) and sum(bool(r["faces"]) for r in records) == 8
+    for record, before in zip(records, old):
+        assert list(record)[0] == "schema" and record["schema"] == 2
+        assert signal_paths(record, before) == {k for k, where in documented.items() if where == "record"}
+        for face, face_before in zip(record["faces"], before["faces"]):
+            expected = {k for k, where in documented.items() if where == "face, `raw`"}
+            assert signal_paths(face, face_before) == expected
+            assert signal_paths(face["raw"], face_before["raw"]) == expected
+            for values in (face, face["raw"]):
+                assert list(values["blendshapes"]) == names
+                assert all(0.0 <= v <= 1.0 for v in values["blendshapes"].values())
+                assert all(-90 < v < 90 for v in [*values["head_pose"].values(), *values["gaze"].values()])
+    face = records[0]["faces"][0]  # Grace Hopper faces the camera: a small head pose
+    assert all(abs(v) < 25 for v in face["head_pose"].values()), face["head_pose"]
+
+
+def test_signals_csv_columns_hold_the_smoothed_values(signals_runs):
+    from emotion.io.sinks import CsvWriter
+
+    records, out = signals_runs
+    rows = list(csv.DictReader((out / "smoothed.csv").open()))
+    assert list(rows[0]) == CsvWriter.COLUMNS + CsvWriter.SIGNAL_COLUMNS
+    assert len(CsvWriter.SIGNAL_COLUMNS) == 52 + 5 and "bs_browDownLeft" in rows[0] and "gaze_pitch" in rows[0]
+    faces = [face for record in records["smoothed"] for face in record["faces"]]
+    assert len(rows) == 10 and all(row["head_yaw"] == "" for row in rows[8:])  # frames without a face
+    for row, face in zip(rows, faces):
+        assert float(row["bs_jawOpen"]) == pytest.approx(face["blendshapes"]["jawOpen"], abs=1e-4)
+        assert float(row["head_roll"]) == pytest.approx(face["head_pose"]["roll"], abs=1e-4)
+        assert float(row["gaze_yaw"]) == pytest.approx(face["gaze"]["yaw"], abs=1e-4)
+    header = (FIXTURES / "signals_off.csv").read_text().splitlines()[0]
+    assert header == ",".join(CsvWriter.COLUMNS), "without the signals the header is the one before them"
+
+
+def test_signals_are_smoothed_per_track_and_raw_with_smoothing_1(signals_runs):
+    def pairs(records: list) -> list[tuple[list[float], list[float]]]:
+        """(smoothed, raw) signal values of every face."""
+        values = lambda d: [*d["blendshapes"].values(), *d["head_pose"].values(), *d["gaze"].values()]  # noqa: E731
+        return [(values(f), values(f["raw"])) for r in records for f in r["faces"]]
+
+    smoothed, raw = pairs(signals_runs[0]["smoothed"]), pairs(signals_runs[0]["raw"])
+    assert len(smoothed) == len(raw) == 8
+    assert smoothed[0][0] == smoothed[0][1], "a track's first frame has nothing to smooth with"
+    assert all(shown != this for shown, this in smoothed[1:]), "the zooming clip moves, so smoothing must show"
+    assert all(shown == this for shown, this in raw), "--smoothing 1 shows the raw signals"
+    assert [this for _, this in raw] == [this for _, this in smoothed], "smoothing leaves the raw signals alone"
+
+
+def test_show_needs_the_signals_and_an_annotated_output(tmp_path):
+    clip = FIXTURES / "signals_off_clip.mp4"
+    off = cli("--video", clip, "--output", tmp_path / "a.mp4", "--show", "pose", *signals_args(False))
+    assert_clean_error(off, "--show pose needs the face signals", "signals")
+    assert not (tmp_path / "a.mp4").exists()
+    assert_clean_error(cli("--video", clip, "--show", "gaze", *signals_args(True)), "--show", "add --output")
+    assert_clean_error(cli("--video", clip, "--output", tmp_path / "a.mp4", "--show", "pose,nose"), "nose",
+                       "blendshapes, pose, gaze")  # fmt: skip
 
 
 @needs_shared

@@ -80,3 +80,18 @@ def test_a_shared_flag_is_declared_once_and_read_by_every_config():
     assert from_namespace(Toy, args).size == 64 and from_namespace(Other, args).size == 32  # each its own default
     args = p.parse_args(["--path", "a", "--size", "9"])
     assert from_namespace(Toy, args).size == from_namespace(Other, args).size == 9
+
+
+@dataclass(frozen=True)
+class Listed:
+    show: tuple[str, ...] = option("what to draw", (), metavar="WHAT", choices=("a", "b", "c"), default_text="none")
+
+
+def test_a_list_option_takes_commas_and_repeats_each_name_once_in_order():
+    p = parser_for(Listed)
+    assert from_namespace(Listed, p.parse_args([])).show == ()
+    assert from_namespace(Listed, p.parse_args(["--show", "b,a", "--show", "c", "--show", "a"])).show == ("b", "a", "c")
+    assert "--show WHAT what to draw (default: none)" in " ".join(p.format_help().split())
+    for wrong in ("d", "a,d", ","):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--show", wrong])

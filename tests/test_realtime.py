@@ -21,7 +21,10 @@ import pytest
 from support import ROOT, SHARED, needs_shared, probe_video, start_xvfb, xdotool
 
 from emotion.labels import LABELS
-from emotion.overlay import COLORS, _scale_of, panel_layout
+from emotion.overlay import (
+    AXIS_COLORS, AXIS_LENGTH, BLEND_COLOR, COLORS, GAZE_LENGTH, NOSE_TIP, OverlayConfig, _scale_of, draw_frame,
+    draw_text_line, gaze_direction, head_rotation, panel_layout,
+)
 from emotion.io.sources import Captured, FrameBuffer, open_source
 from emotion.results import FaceResult, FrameResult
 
@@ -306,3 +309,118 @@ def test_stream_is_reopened_after_a_drop_and_given_up_when_gone():
         grabber.close()
         server.server_close()
     assert grabber.finished and "did not come back within 1.5 s" in grabber.error
+
+
+@pytest.fixture(scope="module")
+def signal_frame():
+    """A real face with its signals: the demo photo in the middle of a wider frame, so that its panel fits beside it."""
+    from emotion import EmotionRecognizer
+    from emotion.face import FaceConfig
+    from emotion.io.files import read_image
+    from emotion.jobs import demo_photo
+
+    frame = np.full((540, 960, 3), 90, np.uint8)
+    frame[70:470, 310:651] = cv2.resize(read_image(demo_photo()), (341, 400), interpolation=cv2.INTER_AREA)
+    with EmotionRecognizer(face_config=FaceConfig(signals=True)) as rec:
+        result = rec.predict_image(frame)
+    assert len(result.faces) == 1 and result.faces[0].signals is not None
+    return frame, result
+
+
+def drawn(frame: np.ndarray, result: FrameResult, *show: str) -> np.ndarray:
+    return draw_frame(frame.copy(), result, OverlayConfig(show=show))
+
+
+def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where two drawings differ, as a boolean image."""
+    return (a != b).any(axis=2)
+
+
+def test_blendshape_bars_grow_the_panel_beside_the_face_not_on_it(signal_frame):
+    frame, result = signal_frame
+    face = result.faces[0]
+    bars = drawn(frame, result, "blendshapes")
+    diff = changed(drawn(frame, result), bars)
+    x, y, w, h = face.box
+    assert diff.any() and not diff[y : y + h, x : x + w].any(), "the bars (and the taller panel) stay off the face"
+    [place] = panel_layout(frame.shape, result, OverlayConfig(show=("blendshapes",)))
+    assert place.h > panel_layout(frame.shape, result)[0].h
+    scores = np.sort(face.signals.blendshapes[1:])[::-1]  # without _neutral, highest first
+    for row in range(5):
+        filled = color_share(bars, place.blend_bar(row), BLEND_COLOR, tol=30)
+        assert abs(filled - scores[row]) < 0.1, (row, filled, scores[row])
+
+
+@pytest.mark.parametrize("show", ["pose", "gaze"])
+def test_pose_axes_leave_the_nose_and_gaze_arrows_the_irises_and_nothing_else_moves(signal_frame, show):
+    frame, result = signal_frame
+    face = result.faces[0]
+    image = drawn(frame, result, show)
+    diff = changed(drawn(frame, result), image)
+    size = max(face.box[2:])
+    origins, length = ([face.landmarks[NOSE_TIP, :2]], AXIS_LENGTH) if show == "pose" else (face.signals.irises, GAZE_LENGTH)
+    ys, xs = np.nonzero(diff)
+    distance = np.min([np.hypot(xs - ox, ys - oy) for ox, oy in origins], axis=0)
+    assert len(xs) > 20 and distance.max() <= length * size + 6, "only the axes or arrows, from where they start"
+    x, y, w, h = face.box
+    assert diff[y : y + h, x : x + w].mean() < 0.05, "thin lines, not a cover over the face"
+    if show == "pose":  # the red axis, towards the person's left, points to the image's right on a frontal face
+        red = (np.abs(image.astype(int) - AXIS_COLORS[0]).max(axis=2) <= 30) & diff
+        assert red.sum() > 5 and np.nonzero(red)[1].mean() > face.landmarks[NOSE_TIP, 0]
+
+
+def test_drawn_pose_is_the_rotation_the_angles_were_read_from():
+    from emotion.signals import FaceSignals, euler
+
+    for angles in [(0, 0, 0), (10, -6, -10), (40, 20, 30), (-70, -35, 120)]:
+        assert np.allclose(euler(head_rotation(*angles)), angles, atol=1e-9)
+    assert np.allclose(head_rotation(30, 0, 0)[:, 2], [0.5, 0, np.sqrt(0.75)]), "yaw > 0: towards the image's right"
+    signals = FaceSignals(np.zeros(52), np.array([0.0, 0.0, 0.0]), np.array([30.0, 0.0]), np.zeros((2, 2)))
+    assert np.allclose(gaze_direction(signals), [0.5, 0, np.sqrt(0.75)])
+    turned = FaceSignals(np.zeros(52), np.array([0.0, 90.0, 0.0]), np.array([0.0, 0.0]), np.zeros((2, 2)))
+    assert np.allclose(gaze_direction(turned), [0, 1, 0]), "a head turned up looks up"
+
+
+def test_keys_b_p_g_toggle_the_signals_drawn():
+    from emotion import EmotionError, EmotionRecognizer
+    from emotion.app.config import RealtimeConfig
+    from emotion.app.realtime import RealtimeApp
+    from emotion.face import FaceConfig
+
+    clip = ROOT / "tests" / "fixtures" / "signals_off_clip.mp4"
+    for signals in (True, False):
+        with EmotionRecognizer(face_config=FaceConfig(signals=signals)) as rec, open_source(clip) as source:
+            app = RealtimeApp(rec, source, RealtimeConfig(headless=True))
+            for key, expected in (("g", ("gaze",)), ("P", ("gaze", "pose")), ("b", ("gaze", "pose", "blendshapes")),
+                                  ("g", ("pose", "blendshapes"))):  # fmt: skip
+                app._key(ord(key))
+                assert app.pipeline.overlay.show == (expected if signals else ())
+            if not signals:
+                assert "face signals are off" in app._notice[0]
+                with pytest.raises(EmotionError, match="needs the face signals"):
+                    RealtimeApp(rec, source, RealtimeConfig(headless=True, overlay=OverlayConfig(show=("pose",))))
+
+
+def test_the_key_help_line_fits_a_640x480_webcam_frame():
+    from emotion.app.realtime import HELP
+
+    img = draw_text_line(np.zeros((480, 640, 3), np.uint8), HELP, -1)
+    assert img[-30:, -12:].max() == 0 and img[-30:, :300].max() > 0, "the help line is cut off at the right edge"
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["multi_face.jpg", "group.jpeg"])
+def test_taller_panels_with_blendshapes_still_cover_no_face_in_a_group(name):
+    """Five faces per photo: the panels with blendshape bars are shrunk until none covers a face (without the shrink,
+    one panel of each photo covered part of another face)."""
+    from emotion import EmotionRecognizer
+    from emotion.face import FaceConfig
+    from emotion.overlay import _overlap
+
+    image = cv2.imread(str(SHARED / "images" / name))
+    with EmotionRecognizer(face_config=FaceConfig(signals=True)) as rec:
+        result = rec.predict_image(image)
+    assert len(result.faces) == 5
+    places = panel_layout(image.shape, result, OverlayConfig(show=("blendshapes",)))
+    assert [_overlap((p.x, p.y, p.w, p.h), f.box) for p in places for f in result.faces] == [0] * 25
+    assert all(p.h > q.h for p, q in zip(places, panel_layout(image.shape, result)))

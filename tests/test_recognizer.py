@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from support import SHARED, assert_clean_error, cli, needs_shared, write_clip
+from support import SHARED, assert_clean_error, cli, needs_shared, signals_args, write_clip
 
 from emotion import EmotionError, EmotionRecognizer
 from emotion.align import CropSpec
@@ -75,9 +75,9 @@ def test_still_images_average_the_mirror_image_and_video_does_not(recognizer):
 
 @needs_shared
 def test_a_signal_stream_model_gets_the_face_signals(tmp_path):
-    """A checkpoint with a signal stream turns the face signals on (they are off by default) and is fed each face's
-    FaceSignals.vector(): its outputs are those of the model on that face's crop, landmarks and signals. A checkpoint
-    for another number of signals is refused with the fix."""
+    """A checkpoint with a signal stream is fed each face's FaceSignals.vector(): its outputs are those of the model
+    on that face's crop, landmarks and signals. With the signals turned off, or for another number of signals, it is
+    refused with the fix (on the command line: one error line naming the flag)."""
     from dataclasses import replace
 
     from modeltools import model_for
@@ -91,12 +91,19 @@ def test_a_signal_stream_model_gets_the_face_signals(tmp_path):
     with EmotionRecognizer(checkpoint, device="cpu", backend="torch") as rec:
         assert rec.face_config.signals
         face = rec.predict_image(image).faces[0]
+    off = signals_args(False)
+    with pytest.raises(EmotionError, match="turned off") as refused:
+        EmotionRecognizer(checkpoint, device="cpu", face_config=FaceConfig(signals=False))
+    assert "--" not in str(refused.value)
+    refused = cli("--image", SHARED / "images" / "single_face.jpg", "--weights", checkpoint, *off)
+    assert_clean_error(refused, "turned off", f"leave out {off[0]}")
     with FaceAnalyzer(FaceConfig(signals=True), static=True) as analyzer:
         found = analyzer(image)[0]
+        vector = found.signals.vector()
     crop = crops_to_tensor(CropSpec.of(model.config)(image, found.landmarks)[None], model.backbone.pretrained_cfg)
     inputs = crop[None], torch.from_numpy(found.landmarks_norm)[None, None]
     with torch.inference_mode():
-        out = model(*inputs, torch.from_numpy(found.signals.vector())[None, None])
+        out = model(*inputs, torch.from_numpy(vector)[None, None])
         blind = model(*inputs, torch.zeros(1, 1, model.config.signals))
     np.testing.assert_allclose(face.raw_probabilities, torch.softmax(out["logits"][0, 0], -1), atol=1e-5)
     assert np.abs(face.raw_probabilities - torch.softmax(blind["logits"][0, 0], -1).numpy()).max() > 1e-3

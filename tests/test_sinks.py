@@ -10,6 +10,7 @@ from support import probe_video, read_frames
 
 from emotion.labels import LABELS
 from emotion.results import FaceResult, FrameResult
+from emotion.signals import BLENDSHAPE_NAMES, FaceSignals
 from emotion.io.sinks import CsvWriter, JsonWriter, prepare_output
 from emotion.io.video import H264Config, VideoWriter
 from emotion.errors import EmotionError
@@ -55,6 +56,32 @@ def test_csv_writer_rows(tmp_path):
     assert rows[0]["emotion"] == "happy" and rows[1]["emotion"] == "angry" and rows[2]["frame"] == "1"
     assert float(rows[0]["p_happy"]) == pytest.approx(0.7)
     assert [r["source"] for r in rows] == ["detector", "detector", ""], "how the face stage found each face"
+
+
+def signals(yaw: float) -> FaceSignals:
+    return FaceSignals(np.linspace(0, 1, 52), np.array([yaw, -2.5, 3.0]), np.array([4.0, -5.0]), np.zeros((2, 2)))
+
+
+def test_signals_in_json_and_csv_only_when_given_and_null_where_not_finite(tmp_path):
+    with_signals = face(0, (1, 2, 3, 4), 3)
+    with_signals.signals, with_signals.raw_signals = signals(np.nan), signals(12.5)
+    d = FrameResult(0, 0.0, [with_signals, face(1, (5, 6, 7, 8), 0)], signals=True).to_dict()
+    assert d["schema"] == 2
+    first, second = d["faces"]
+    assert first["head_pose"] == {"yaw": None, "pitch": -2.5, "roll": 3.0} and first["gaze"] == {"yaw": 4.0, "pitch": -5.0}
+    assert first["raw"]["head_pose"]["yaw"] == 12.5 and list(first["blendshapes"]) == list(BLENDSHAPE_NAMES)
+    assert first["blendshapes"]["noseSneerRight"] == 1.0
+    assert "head_pose" not in second and "blendshapes" not in second["raw"], "a face without signals has no keys"
+    assert "schema" not in FrameResult(0, 0.0, [face(1, (5, 6, 7, 8), 0)]).to_dict()
+    path = tmp_path / "out.csv"
+    writer = CsvWriter(path, signals=True)
+    writer.write(FrameResult(0, 0.0, [with_signals, face(1, (5, 6, 7, 8), 0)], signals=True))
+    writer.write(FrameResult(1, 0.1, signals=True))
+    writer.close()
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == CsvWriter.COLUMNS + CsvWriter.SIGNAL_COLUMNS
+    assert (rows[0]["head_yaw"], rows[0]["head_pitch"], rows[0]["bs_noseSneerRight"]) == ("", "-2.5000", "1.0000")
+    assert all(rows[i][c] == "" for i in (1, 2) for c in CsvWriter.SIGNAL_COLUMNS)
 
 
 def top_level_boxes(path) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from emotion.configargs import option
 from emotion.objects import ObjectConfig
+from emotion.overlay import OverlayConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class RealtimeConfig:
     )
     objects: bool = False  # start with YOLO object boxes on (o toggles them)
     object_config: ObjectConfig = ObjectConfig()  # the YOLO model used for object boxes
+    overlay: OverlayConfig = OverlayConfig()  # what is drawn; keys b, p and g toggle the face signals of `show`
     show_help: bool = True  # the key help line at the bottom (h toggles it)
     window: str = "emotion"  # window title
     max_frames: int | None = None  # stop after this many processed frames (None: until the source ends or q)

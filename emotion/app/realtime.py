@@ -7,6 +7,7 @@ background YOLO thread that the loop never waits for. `headless` runs the same l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -29,7 +30,8 @@ from emotion.recognizer import EmotionRecognizer
 from emotion.results import FrameResult
 from emotion.text import plural
 
-HELP = "q/Esc quit  space pause  s screenshot  r record  o objects  h help"
+HELP = "q/Esc quit  space pause  s screenshot  r record  o objects  b/p/g signals  h help"
+SIGNAL_KEYS = {"b": "blendshapes", "p": "pose", "g": "gaze"}  # keys that toggle what --show draws
 KEY_ESC = 27
 
 
@@ -81,7 +83,7 @@ class RealtimeApp:
         self.rec = recognizer
         self.source = source
         self.config = config
-        self.pipeline = Pipeline(recognizer, draw=True, threaded=False)
+        self.pipeline = Pipeline(recognizer, draw=True, overlay=config.overlay, threaded=False)
         self.pipeline.status = self._status
         self.pipeline.on_frame = self._on_frame
         if not config.headless:
@@ -110,9 +112,9 @@ class RealtimeApp:
         cfg = self.config
         try:
             if cfg.output or cfg.json_path or cfg.csv_path:
-                self.pipeline.outputs.append(
-                    ResultSinks.create(cfg.output, cfg.json_path, cfg.csv_path, self.source.fps, cfg.overwrite, realtime=True)
-                )
+                sinks = ResultSinks.create(cfg.output, cfg.json_path, cfg.csv_path, self.source.fps, cfg.overwrite,
+                                           realtime=True, signals=self.rec.face_config.signals)  # fmt: skip
+                self.pipeline.outputs.append(sinks)
             if self.objects_on:
                 self._start_objects()
             if not cfg.headless:
@@ -244,7 +246,20 @@ class RealtimeApp:
             self._notify("object boxes " + ("on" if self.objects_on else "off"))
         elif key in (ord("h"), ord("H")):
             self.show_help = not self.show_help
+        elif 0 <= key < 128 and chr(key).lower() in SIGNAL_KEYS:
+            self._toggle_signal(SIGNAL_KEYS[chr(key).lower()])
         return True
+
+    def _toggle_signal(self, name: str) -> None:
+        """Draw one face signal (`blendshapes`, `pose` or `gaze`) or stop drawing it, when the face stage computes them."""
+        if not self.rec.face_config.signals:
+            self._notify(f"no {name} to show: the face signals are off")
+            return
+        overlay = self.pipeline.overlay
+        on = name not in overlay.show
+        show = (*overlay.show, name) if on else tuple(n for n in overlay.show if n != name)
+        self.pipeline.overlay = dataclasses.replace(overlay, show=show)
+        self._notify(f"{name} {'on' if on else 'off'}")
 
     def _start_objects(self) -> None:
         if self.detector is None:

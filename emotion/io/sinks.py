@@ -8,6 +8,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 import sys
@@ -20,6 +21,7 @@ import numpy as np
 from emotion.errors import EmotionError
 from emotion.labels import LABELS
 from emotion.results import FrameResult
+from emotion.signals import BLENDSHAPE_NAMES, GAZE_NAMES, POSE_NAMES, FaceSignals
 from emotion.io.video import H264Config, VideoWriter
 from emotion.worker import OrderedWorker
 
@@ -190,26 +192,44 @@ class JsonWriter(AppendFile):
         self.count += 1
 
 
+def _cells(values) -> list[str]:
+    """Numbers to 4 decimals; NaN or infinity as an empty cell, as JSON has null."""
+    return [f"{v:.4f}" if math.isfinite(v) else "" for v in values]
+
+
 class CsvWriter(AppendFile):
     """One row per face per frame (and one row with empty face fields for a frame without faces); a frame's rows are
-    written whole or not at all (see AppendFile)."""
+    written whole or not at all (see AppendFile). With `signals`, the smoothed face signals follow in SIGNAL_COLUMNS
+    (empty for a face without them)."""
 
     COLUMNS = ["frame", "time", "face_id", "x", "y", "w", "h", "emotion", "confidence", "valence", "arousal"] + [
         f"p_{name}" for name in LABELS
     ] + ["source"]
+    SIGNAL_COLUMNS = [f"bs_{name}" for name in BLENDSHAPE_NAMES] + [f"head_{name}" for name in POSE_NAMES] + [
+        f"gaze_{name}" for name in GAZE_NAMES
+    ]
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, signals: bool = False):
         super().__init__(path)
-        self._append_rows([self.COLUMNS])
+        self.signals = signals
+        self.columns = self.COLUMNS + (self.SIGNAL_COLUMNS if signals else [])
+        self._append_rows([self.columns])
 
     def write(self, result: FrameResult) -> None:
         head = [result.frame, f"{result.time:.4f}"]
-        rows = [head + [""] * (len(self.COLUMNS) - 2)] if not result.faces else []
+        rows = [head + [""] * (len(self.columns) - 2)] if not result.faces else []
         for face in result.faces:
-            values = [face.confidence, face.valence, face.arousal, *face.probabilities]
-            cells = [f"{v:.4f}" if np.isfinite(v) else "" for v in values]  # NaN/inf: empty, as JSON has null
+            cells = _cells([face.confidence, face.valence, face.arousal, *face.probabilities])
             rows.append(head + [face.track_id, *face.box, face.emotion if face.finite else "", *cells, face.source])
+            if self.signals:
+                rows[-1] += self._signal_cells(face.signals)
         self._append_rows(rows)
+
+    def _signal_cells(self, signals: FaceSignals | None) -> list[str]:
+        """The SIGNAL_COLUMNS of one face (empty without signals), from Python floats (faster than numpy scalars)."""
+        if signals is None:
+            return [""] * len(self.SIGNAL_COLUMNS)
+        return _cells(np.concatenate([signals.blendshapes, signals.head_pose, signals.gaze], dtype=np.float64).tolist())
 
     def _append_rows(self, rows: list[list]) -> None:
         text = io.StringIO()
@@ -229,7 +249,7 @@ class ResultSinks:
     With `realtime`, the video is padded with repeats of the previous frame so it plays at the source's speed when a
     live view skipped frames (a gap longer than MAX_FILL, such as a pause, is not replayed); otherwise every frame is
     written once. The video opens at `size` (width, height) when given, else at the first frame's size. `h264` sets
-    how an .mp4 is encoded (None: MPEG-4 Part 2).
+    how an .mp4 is encoded (None: MPEG-4 Part 2). `signals` adds the face signals' columns to the CSV.
     """
 
     MAX_FILL = 1.0  # s, longest gap filled with copies of the previous frame
@@ -244,6 +264,7 @@ class ResultSinks:
         realtime: bool = False,
         timer=None,
         h264: H264Config | None = H264Config(),
+        signals: bool = False,
     ):
         self.video_path, self.json_path, self.csv_path = video, json_path, csv_path
         self.fps, self.realtime, self._timer, self._h264 = fps, realtime, timer, h264
@@ -253,7 +274,8 @@ class ResultSinks:
         self._t0 = self._last_t = 0.0
         self.frames_written = 0
         try:
-            self._sinks = ([JsonWriter(json_path)] if json_path else []) + ([CsvWriter(csv_path)] if csv_path else [])
+            self._sinks = [JsonWriter(json_path)] if json_path else []
+            self._sinks += [CsvWriter(csv_path, signals)] if csv_path else []
             if video is not None and size is not None:
                 self._open_video(size)
         except OSError as exc:
