@@ -30,31 +30,12 @@ import numpy as np
 
 from benchmarks.accuracy import CHOSEN, clip_faces, clip_shares, dev_faces, logits
 from emotion.labels import LABELS
-from emotion.signals import BLENDSHAPE_NAMES
+from emotion.signals import BLENDSHAPE_NAMES, FACS_EVIDENCE as EVIDENCE, emotion_evidence
 from tests.support import ROOT
 
 RESULTS = ROOT / "benchmarks" / "facs.json"
 CACHE = Path("/tmp/emotion-facs-cache.npz")
 
-
-def _both(name: str) -> tuple[str, str]:
-    return f"{name}Left", f"{name}Right"
-
-
-EVIDENCE: dict[str, tuple[tuple[str, ...], ...]] = {
-    "angry": (_both("browDown"), _both("eyeWide"), _both("eyeSquint"), _both("mouthPress")),  # AU4+5+7+23
-    "disgust": (_both("noseSneer"), _both("mouthUpperUp")),  # AU9+10
-    "fear": (  # AU1+2+4+5+20+26
-        ("browInnerUp",), _both("browOuterUp"), _both("browDown"), _both("eyeWide"), _both("mouthStretch"),
-        ("jawOpen",),
-    ),
-    "happy": (_both("cheekSquint"), _both("mouthSmile")),  # AU6+12
-    "neutral": (),
-    "sad": (("browInnerUp",), _both("browDown"), _both("mouthFrown")),  # AU1+4+15
-    "surprise": (("browInnerUp",), _both("browOuterUp"), _both("eyeWide"), ("jawOpen",)),  # AU1+2+5+26
-}  # fmt: skip
-"""Per class, its action units as blendshapes: a unit's left and right scores are averaged, e_c is the mean over
-its units (0 for neutral)."""
 
 GRID: tuple[float, ...] = tuple(float(w) for w in np.arange(0.0, 10.01, 0.25))
 """Weights tried (logit units per unit of evidence)."""
@@ -64,13 +45,8 @@ MIN_UAR_GAIN, MAX_CLIP_DROP = 0.02, 0.02
 
 
 def evidence(blendshapes: np.ndarray) -> np.ndarray:
-    """(N, 7) per-class evidence of (N, 52) blendshape scores."""
-    index = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
-    out = np.zeros((len(blendshapes), len(LABELS)))
-    for c, units in enumerate(EVIDENCE[label] for label in LABELS):
-        if units:
-            out[:, c] = np.mean([blendshapes[:, [index[n] for n in unit]].mean(1) for unit in units], axis=0)
-    return out
+    """(N, 7) per-class evidence of (N, 52) blendshape scores (emotion.signals.emotion_evidence)."""
+    return emotion_evidence(blendshapes)
 
 
 def features(cache: Path) -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ from tests.support import ROOT, SHARED, crowd_frames, read_frames
 
 VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 RESULTS = ROOT / "benchmarks" / "results.json"
-STAGES = ("decode", "face", "crop/align", "model", "smoothing", "draw", "encode")
+STAGES = ("decode", "face", "crop/align", "signals", "model", "smoothing", "draw", "encode")
 RATES = ("decode", "mesh", "json", "json_no_signals", "video", "video_mp4v")  # figures 1 to 4, fps
 ENCODERS = ("encode_h264", "encode_mp4v")  # figure 9: emotion.io.sinks.VideoWriter alone on the decoded frames
 

@@ -75,8 +75,8 @@ class FaceConfig:
     pose: bool = True  # search for heads with MediaPipe's pose model (turned faces)
     search_share: float = 0.1  # [0, 1], share of video mode's face-stage time the tiled and pose searches may take
     signals: bool = option(  # blendshapes, head pose and gaze per face (emotion.signals)
-        "leave out the face signals (52 blendshapes, head pose, gaze; README 'Face signals'); the emotions are the "
-        "same either way",
+        "leave out the face signals (52 blendshapes, head pose, gaze; README 'Face signals'): faster, and without "
+        "the default model's blendshape prior of disgust and surprise",
         True,
     )
     max_missed: int = 10  # frames a track survives without being found before its id is dropped

@@ -22,7 +22,7 @@ from emotion.model import CheckpointError, crops_to_tensor, default_model, load_
 from emotion.model.export import DEFAULT_ONNX, default_export_path
 from emotion.runtime import Backend, create_streamer
 from emotion.results import FaceResult, FrameResult
-from emotion.signals import SIGNAL_DIM
+from emotion.signals import SIGNAL_DIM, emotion_evidence
 from emotion.smoothing import Smoother, SmoothingConfig
 from emotion.errors import EmotionError
 from emotion.imaging import to_bgr
@@ -165,10 +165,26 @@ class EmotionRecognizer:
         signals = self._signals(faces)
         with self.timer("model"):
             out = self.streamer.step(state, crops, landmarks, [f.track_id for f in faces], signals)
-            logits = out["logits"] - out["logits"].max(axis=-1, keepdims=True)
-            probabilities = np.exp(logits)
-            probabilities /= probabilities.sum(axis=-1, keepdims=True)
-        return {"probabilities": probabilities, "valence": out["valence"], "arousal": out["arousal"]}
+        logits = out["logits"] + self._facs_prior(faces)
+        logits -= logits.max(axis=-1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=-1, keepdims=True)
+        valence, arousal = out["valence"], out["arousal"]
+        if self.model.config.blendshape_prior and self.affect_source == "circumplex":  # of the probabilities shown
+            valence, arousal = (probabilities @ np.array(circumplex_matrix())).T
+        return {"probabilities": probabilities, "valence": valence, "arousal": arousal}
+
+    def _facs_prior(self, faces: list[Face]) -> np.ndarray | float:
+        """(N, 7) logits the model's blendshape prior adds (ModelConfig.blendshape_prior times each face's FACS
+        evidence, emotion.signals.emotion_evidence; nothing for a face without signals), or 0 without a prior."""
+        weights = self.model.config.blendshape_prior
+        if not weights:
+            return 0.0
+        with self.timer("signals"):
+            signals = [f.signals for f in faces]
+        none = np.zeros(len(weights))
+        evidence = [none if s is None else emotion_evidence(s.blendshapes[None])[0] for s in signals]
+        return np.array(evidence) * np.asarray(weights)
 
     def _signals(self, faces: list[Face]) -> np.ndarray | None:
         """(N, G) face signals for a model with a signal stream (zeros for a face without them; read here first, so

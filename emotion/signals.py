@@ -15,6 +15,7 @@ from functools import cache
 
 import numpy as np
 
+from emotion.labels import LABELS
 from emotion.weights import path as weights_path
 
 BUNDLE = "face_landmarker.task"
@@ -46,6 +47,41 @@ _RIGHT_EYE_CORNERS, _LEFT_EYE_CORNERS = (33, 133), (263, 362)  # outer, inner co
 _EYEBALL_RADIUS = 0.45  # eyeball radius over the eye's corner-to-corner width (about 12 mm over 27 mm)
 _GAZE_PITCH_REST = 7.5  # degrees the iris centre of an eye looking ahead reads above the corners' line: the median
 # gaze pitch of the 264 faces of the shared photos, most of which look into the camera (benchmarks/signals.py)
+
+
+def _both(name: str) -> tuple[str, str]:
+    return f"{name}Left", f"{name}Right"
+
+
+FACS_EVIDENCE: dict[str, tuple[tuple[str, ...], ...]] = {
+    "angry": (_both("browDown"), _both("eyeWide"), _both("eyeSquint"), _both("mouthPress")),  # AU4+5+7+23
+    "disgust": (_both("noseSneer"), _both("mouthUpperUp")),  # AU9+10
+    "fear": (  # AU1+2+4+5+20+26
+        ("browInnerUp",), _both("browOuterUp"), _both("browDown"), _both("eyeWide"), _both("mouthStretch"),
+        ("jawOpen",),
+    ),
+    "happy": (_both("cheekSquint"), _both("mouthSmile")),  # AU6+12
+    "neutral": (),
+    "sad": (("browInnerUp",), _both("browDown"), _both("mouthFrown")),  # AU1+4+15
+    "surprise": (("browInnerUp",), _both("browOuterUp"), _both("eyeWide"), ("jawOpen",)),  # AU1+2+5+26
+}  # fmt: skip
+"""Per category, the action units of its Ekman/Friesen EMFACS prototype as blendshapes (a unit's left and right
+scores averaged); fixed before any result was seen (benchmarks/facs.py)."""
+
+_BLENDSHAPE_INDEX = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
+
+
+def emotion_evidence(blendshapes: np.ndarray) -> np.ndarray:
+    """(N, 7) FACS evidence in [0, 1] per category (LABELS order) of (N, 52) blendshape scores: the mean of the
+    category's action units (FACS_EVIDENCE), 0 for neutral."""
+    blendshapes = np.asarray(blendshapes, np.float64)
+    out = np.zeros((len(blendshapes), len(LABELS)))
+    for c, label in enumerate(LABELS):
+        units = FACS_EVIDENCE[label]
+        if units:
+            scores = [blendshapes[:, [_BLENDSHAPE_INDEX[n] for n in unit]].mean(axis=1) for unit in units]
+            out[:, c] = np.mean(scores, axis=0)
+    return out
 
 
 def bundle_file(name: str) -> bytes:

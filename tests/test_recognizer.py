@@ -8,7 +8,10 @@ from support import SHARED, assert_clean_error, cli, needs_shared, signals_args,
 
 from emotion import EmotionError, EmotionRecognizer
 from emotion.align import CropSpec
+from emotion.face import FaceConfig
+from emotion.labels import circumplex_matrix
 from emotion.model import crops_to_tensor
+from emotion.signals import emotion_evidence
 from emotion.device import resolve_device
 
 
@@ -66,11 +69,13 @@ def test_still_images_average_the_mirror_image_and_video_does_not(recognizer):
     views = crops_to_tensor(np.stack([crop, crop[:, ::-1]]), recognizer.model.backbone.pretrained_cfg)
     with torch.inference_mode():
         logits = recognizer.model.backbone(views) + recognizer.model.logit_adjustment
+    prior = torch.tensor(np.asarray(config.blendshape_prior) * emotion_evidence(face.raw_signals.blendshapes[None]))
+    logits = logits + prior.float()  # the same evidence in both views: the mirror keeps the face's blendshapes
     expected = torch.softmax(logits.mean(0), -1).numpy()
     np.testing.assert_allclose(face.raw_probabilities, expected, atol=1e-4)
     recognizer.reset()
     step = recognizer.step(image).faces[0]
-    np.testing.assert_allclose(step.raw_probabilities, torch.softmax(logits[0], -1).numpy(), atol=1e-4)
+    np.testing.assert_allclose(step.raw_probabilities, torch.softmax(logits[0], -1).numpy(), atol=1e-3)
 
 
 @needs_shared
@@ -112,3 +117,21 @@ def test_a_signal_stream_model_gets_the_face_signals(tmp_path):
     with pytest.raises(EmotionError, match="reads 10 face signals per frame") as info:
         EmotionRecognizer(other, device="cpu")
     assert "retrain" in str(info.value)
+
+
+@needs_shared
+def test_facs_prior_adds_disgust_and_surprise_evidence_only_with_the_signals():
+    """The shipped blendshape prior: the open-mouthed Santa's surprise logit rises by 5.25 times his surprise
+    evidence (read surprise, not fear); without the face signals there is no prior, and valence/arousal stay the
+    circumplex of the probabilities shown."""
+    image = cv2.imread(str(SHARED / "images" / "surprised.jpeg"))
+    with EmotionRecognizer() as rec, EmotionRecognizer(face_config=FaceConfig(signals=False)) as plain:
+        face, bare = rec.predict_image(image).faces[0], plain.predict_image(image).faces[0]
+    evidence = emotion_evidence(face.raw_signals.blendshapes[None])[0]
+    shift = np.log(face.raw_probabilities) - np.log(bare.raw_probabilities)
+    expected = np.asarray(rec.model.config.blendshape_prior) * evidence
+    np.testing.assert_allclose(shift - shift.mean(), expected - expected.mean(), atol=1e-3)
+    assert (face.emotion, bare.emotion) == ("surprise", "fear")
+    assert bare.raw_signals is None
+    va = face.raw_probabilities @ np.array(circumplex_matrix())
+    np.testing.assert_allclose([face.raw_valence, face.raw_arousal], va, atol=1e-4)

@@ -143,10 +143,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), config, extra
 
 
-PRETRAINED_CONFIG = ModelConfig(crop_rotate=False, crop_margin=0.2, prior_strength=0.75, flip_images=True)
+PRETRAINED_CONFIG = ModelConfig(
+    crop_rotate=False,
+    crop_margin=0.2,
+    prior_strength=0.75,
+    flip_images=True,
+    blendshape_prior=(0.0, 0.75, 0.0, 0.0, 0.0, 0.0, 5.25),
+)
 """The shipped model: how the FER2013 network sees faces and decides, chosen on the labelled photos and checked on
 the clips (README, "How accurate is it"): brows-to-chin crops without rotation, 20 % margin, logits adjusted by 0.75
-of the FER2013 training prior, still images averaged with their mirror image. ModelConfig()'s own defaults (eye-level
+of the FER2013 training prior, still images averaged with their mirror image, and the FACS evidence of disgust and
+surprise from the face's blendshapes added to their logits (weights by cross-validation, benchmarks/facs.py). ModelConfig()'s own defaults (eye-level
 crop, 10 % margin, no adjustment, no mirror) are what models trained before these settings used."""
 
 

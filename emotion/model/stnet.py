@@ -74,6 +74,9 @@ class ModelConfig:
     crop_margin: float = 0.1  # fraction of the crop square's side added around the face
     prior_strength: float = 0.0  # frame logits minus this times log(training prior of the frame network's data)
     flip_images: bool = False  # still images: outputs averaged with those of the mirrored crop (not in video)
+    blendshape_prior: tuple[float, ...] = ()  # per category (LABELS order), logit units: the recognizer adds these
+    # times the face's FACS evidence from its blendshapes (emotion.signals.emotion_evidence); () none. Untrained
+    # models only: training drops it
     signals: int = 0  # G, face-signal features per frame (52 blendshapes in [0, 1], head yaw/pitch/roll and gaze
     # yaw/pitch in units of 90 degrees: emotion.signals.SIGNAL_DIM = 57); 0: no signal stream
     signal_hidden: int = 64  # hidden width of the per-frame signal encoder
@@ -82,6 +85,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.num_classes != len(LABELS):
             raise ValueError(f"num_classes must be {len(LABELS)} (one per label in {LABELS}), got {self.num_classes}")
+        if self.blendshape_prior and len(self.blendshape_prior) != len(LABELS):
+            raise ValueError(f"blendshape_prior needs one weight per label ({len(LABELS)}), got {self.blendshape_prior}")
         if self.signals < 0:
             raise ValueError(f"signals must be 0 (no signal stream) or the signal features per frame, got {self.signals}")
         if self.window < 1 or self.lstm_window < 1 or self.landmark_kernel < 1:

@@ -163,6 +163,7 @@ def _start(config: TrainConfig, say: Callable) -> tuple[TrainConfig, STNet, Mode
         torch.manual_seed(config.seed)
         if config.weights:
             model, model_config, _ = load_checkpoint(config.weights)
+            model.config = model_config = replace(model_config, blendshape_prior=())  # tuned for it untrained only
             return config, *_with_signal_stream(model, model_config, config), None
         model_config = ModelConfig(
             backbone=config.backbone,
