@@ -1,4 +1,5 @@
-"""The command line's jobs over the public API: a video, images, a folder of videos, and the built-in demo."""
+"""The command line's jobs over the public API: a video, images, a folder or manifest of videos (each video through
+`run_job`, on this machine or on a Ray worker), and the built-in demo."""
 
 from __future__ import annotations
 
