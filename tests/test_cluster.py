@@ -1,6 +1,7 @@
 """Batches of videos on Ray (`--cluster`) and the batch options they share with the single-machine batch: manifests,
 done-markers and `--resume`, a worker killed mid-video, Ctrl-C, and JSON identical to the local batch's."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from emotion.jobs import batch_jobs, read_manifest
 from support import ROOT, SHARED, assert_clean_error, cli, needs_shared, write_clip
 
 WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='needs pip install "emotion[cluster]"')
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +206,7 @@ def test_a_killed_worker_has_its_video_retried_up_to_the_limit(tmp_path, ray_add
 
 
 @needs_shared
+@needs_ray
 def test_ctrl_c_stops_the_batch_and_leaves_no_marker_on_unfinished_videos(tmp_path):
     """The terminal's Ctrl-C reaches the whole process group, Ray's own processes included (`--cluster local`)."""
     clips = tmp_path / "clips"
