@@ -160,7 +160,6 @@ def _add_batch_options(batch: argparse._ArgumentGroup) -> None:
     batch.add_argument(
         "--retries",
         type=int,
-        default=2,
         metavar="N",
         help="a video whose worker dies is retried on a new worker up to N times, then listed as failed (--cluster; "
         "default: 2)",
@@ -300,11 +299,11 @@ def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     batch = bool(args.video) and is_batch(args.video)
     if (args.cluster or args.resume) and not batch:
         p.error("--cluster and --resume work with --video FOLDER or a manifest (.csv, .jsonl)")
-    if args.workers is not None and not args.cluster:
-        p.error("--workers works with --cluster")
+    if (args.workers is not None or args.retries is not None) and not args.cluster:
+        p.error("--workers and --retries work with --cluster")
     if args.workers is not None and args.workers < 1:
         p.error("--workers must be 1 or more")
-    if args.retries < 0:
+    if args.retries is not None and args.retries < 0:
         p.error("--retries must be 0 or more")
     if batch:
         if args.json or args.csv or args.objects:

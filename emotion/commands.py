@@ -156,7 +156,9 @@ def _video_cluster(args: argparse.Namespace) -> int:
     weights = os.path.abspath(args.weights) if args.weights else None  # the workers' working folder is not ours
     config = WorkerConfig(weights=weights, device=args.device, backend=args.backend, threads=args.threads or 1,
                           face=args.face_config, smoothing=args.smoothing_config, overlay=args.overlay_config)  # fmt: skip
-    cluster = ClusterConfig(address=args.cluster, workers=args.workers, retries=args.retries)
+    cluster = ClusterConfig(address=args.cluster, workers=args.workers)
+    if args.retries is not None:
+        cluster = dataclasses.replace(cluster, retries=args.retries)
     try:
         rows, elapsed = run_cluster(jobs, config, cluster, overwrite=args.overwrite, resume=args.resume,
                                     progress=not args.no_progress)  # fmt: skip

@@ -106,7 +106,7 @@ def test_cluster_without_ray_names_the_extra(tmp_path):
 def test_cluster_options_need_a_batch(tmp_path):
     write_clip(tmp_path / "a.avi", frames=3)
     assert_clean_error(cli("--video", tmp_path / "a.avi", "--cluster", "local"), "--cluster", "manifest")
-    assert_clean_error(cli("--video", tmp_path, "--workers", "2"), "--workers works with --cluster")
+    assert_clean_error(cli("--video", tmp_path, "--workers", "2"), "--workers and --retries work with --cluster")
     help_text = cli("--help").stdout
     for option in ("--cluster", "--workers", "--retries", "--resume", "manifest"):
         assert option in help_text
