@@ -147,6 +147,12 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
 
 def _add_batch_options(batch: argparse._ArgumentGroup) -> None:
     batch.add_argument(
+        "--csv-per-video",
+        action="store_true",
+        help="with --video FOLDER or a manifest: also write each video's CSV (the rows of --csv) beside its JSON, "
+        "<name>_results.csv",
+    )
+    batch.add_argument(
         "--cluster",
         metavar="WHERE",
         help="process the videos on Ray (pip install \"emotion[cluster]\"): local (a Ray started on this machine for "
@@ -297,6 +303,8 @@ def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     output = Path(args.output) if args.output else None
     looks_like_file = output is not None and output.suffix != "" and not output.is_dir()
     batch = bool(args.video) and is_batch(args.video)
+    if args.csv_per_video and not batch:
+        p.error("--csv-per-video works with --video FOLDER or a manifest (.csv, .jsonl); one video takes --csv PATH")
     if (args.cluster or args.resume) and not batch:
         p.error("--cluster and --resume work with --video FOLDER or a manifest (.csv, .jsonl)")
     if (args.workers is not None or args.retries is not None) and not args.cluster:
@@ -308,7 +316,8 @@ def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if batch:
         if args.json or args.csv or args.objects:
             p.error("--json, --csv and --objects are for a single video; a folder of videos gets one "
-                    "<video name>_results.json per video (beside its annotated copy with --output FOLDER)")  # fmt: skip
+                    "<video name>_results.json per video (beside its annotated copy with --output FOLDER), and "
+                    "with --csv-per-video a <video name>_results.csv beside it")  # fmt: skip
         if looks_like_file:
             p.error(f"--output {output} names a file, but a folder of videos needs an output folder "
                     "(for example --output annotated/)")  # fmt: skip

@@ -286,5 +286,7 @@ def _reason(exc: Exception) -> str:
 
 def absolute(job: BatchJob) -> BatchJob:
     """`job` with absolute paths, so a worker whose working folder differs writes where this machine would."""
-    return BatchJob(Path(os.path.abspath(job.source)), Path(os.path.abspath(job.output)) if job.output else None,
-                    Path(os.path.abspath(job.json_path)))  # fmt: skip
+    def full(path: Path | None) -> Path | None:
+        return Path(os.path.abspath(path)) if path is not None else None
+
+    return BatchJob(full(job.source), full(job.output), full(job.json_path), full(job.csv_path))

@@ -129,7 +129,7 @@ def _video_folder(recognizer, args: argparse.Namespace) -> int:
     from emotion.jobs import batch_table, run_batch
 
     rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress,
-                     overlay=args.overlay_config, resume=args.resume)  # fmt: skip
+                     overlay=args.overlay_config, resume=args.resume, csv=args.csv_per_video)  # fmt: skip
     print("\n".join(batch_table(rows)))
     return _batch_outcome(rows)
 
@@ -152,7 +152,7 @@ def _video_cluster(args: argparse.Namespace) -> int:
     from emotion.jobs import batch_jobs, batch_table
     from emotion.cluster import run_cluster
 
-    jobs = [absolute(job) for job in batch_jobs(args.video, args.output)]
+    jobs = [absolute(job) for job in batch_jobs(args.video, args.output, args.csv_per_video)]
     weights = os.path.abspath(args.weights) if args.weights else None  # the workers' working folder is not ours
     config = WorkerConfig(weights=weights, device=args.device, backend=args.backend, threads=args.threads or 1,
                           face=args.face_config, smoothing=args.smoothing_config, overlay=args.overlay_config)  # fmt: skip

@@ -164,12 +164,13 @@ def make_demo_clip(path: Path, frames: int = 72, fps: float = 24.0, overwrite: b
 
 @dataclass(frozen=True)
 class BatchJob:
-    """One video of a batch and where its outputs go: the annotated video (or None, JSON only), the JSON, and the
-    done-marker written after them."""
+    """One video of a batch and where its outputs go: the annotated video (or None, JSON only), the JSON, the CSV (or
+    None), and the done-marker written after them."""
 
     source: Path
     output: Path | None
     json_path: Path
+    csv_path: Path | None = None
 
     @property
     def marker(self) -> Path:
@@ -244,9 +245,10 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, str, str | None]]:
         yield line, item.get("path", ""), item.get("name")
 
 
-def batch_jobs(videos: str | Path, output_dir: str | Path | None) -> list[BatchJob]:
+def batch_jobs(videos: str | Path, output_dir: str | Path | None, csv: bool = False) -> list[BatchJob]:
     """The jobs of a folder of videos or a manifest: annotated into `output_dir` (<name>_annotated.mp4 +
-    <name>_annotated_results.json), or without `output_dir` JSON only, <name>_results.json in the working folder.
+    <name>_annotated_results.json), or without `output_dir` JSON only, <name>_results.json in the working folder;
+    with `csv`, each JSON has a CSV of the same name beside it (<...>_results.csv).
     <name> is the manifest's output name, else the file's stem, or `unique_stems`' longer name where two videos share
     a stem (talk.mp4 and talk.avi: talk_mp4, talk_avi)."""
     videos = Path(videos)
@@ -269,11 +271,9 @@ def batch_jobs(videos: str | Path, output_dir: str | Path | None) -> list[BatchJ
                            fix="give each its own output name")  # fmt: skip
     jobs = []
     for path, name in zip(paths, names):
-        if output_dir is not None:
-            output = output_dir / fit_name(f"{name}_annotated", ".mp4")
-            jobs.append(BatchJob(path, output, default_json_path(output, path)))
-        else:
-            jobs.append(BatchJob(path, None, Path(fit_name(f"{name}_results", ".json"))))
+        output = output_dir / fit_name(f"{name}_annotated", ".mp4") if output_dir is not None else None
+        json_path = default_json_path(output, path) if output else Path(fit_name(f"{name}_results", ".json"))
+        jobs.append(BatchJob(path, output, json_path, json_path.with_suffix(".csv") if csv else None))
     return jobs
 
 
@@ -293,7 +293,7 @@ def run_job(
     with contextlib.suppress(OSError):
         job.marker.unlink()
     try:
-        row.summary = run_video(recognizer, job.source, job.output, job.json_path, overwrite=overwrite,
+        row.summary = run_video(recognizer, job.source, job.output, job.json_path, job.csv_path, overwrite=overwrite,
                                 progress=False, overlay=overlay, stop=stop)  # fmt: skip
     except EmotionError as exc:
         row.error = str(exc)
@@ -334,13 +334,15 @@ def run_batch(
     progress: bool = True,
     overlay: OverlayConfig = OverlayConfig(),
     resume: bool = False,
+    csv: bool = False,
 ) -> list[BatchRow]:
-    """Process every video of a folder or manifest (`batch_jobs`) one at a time, continuing past bad files.
+    """Process every video of a folder or manifest (`batch_jobs`; with `csv` a CSV beside each JSON) one at a time,
+    continuing past bad files.
 
     With `resume`, each finished video gets a done-marker, a video with one from an earlier run is skipped, and the
     incomplete outputs of the others are replaced."""
     rows = []
-    for job in tqdm(batch_jobs(videos, output_dir), unit="video", desc="videos", disable=not progress):
+    for job in tqdm(batch_jobs(videos, output_dir, csv), unit="video", desc="videos", disable=not progress):
         done = finished(job) if resume else None
         if done is not None:
             rows.append(BatchRow(job.source, done=done))

@@ -1,6 +1,7 @@
 """Batches of videos on Ray (`--cluster`) and the batch options they share with the single-machine batch: manifests,
 done-markers and `--resume`, a worker killed mid-video, Ctrl-C, and JSON identical to the local batch's."""
 
+import csv
 import importlib.util
 import json
 import os
@@ -47,6 +48,18 @@ def assert_same_records(a, b, path="") -> None:
         assert a == pytest.approx(b, abs=1e-4), path
     else:
         assert a == b, path
+
+
+def assert_same_csv(a: Path, b: Path) -> None:
+    """Same header and rows; numeric cells to 1e-4 (written to 4 decimals)."""
+    rows_a, rows_b = (list(csv.reader(p.read_text().splitlines())) for p in (a, b))
+    assert rows_a[0] == rows_b[0] and len(rows_a) == len(rows_b) > 1, a.name
+    for row_a, row_b in zip(rows_a[1:], rows_b[1:]):
+        for x, y in zip(row_a, row_b, strict=True):
+            try:
+                assert float(x) == pytest.approx(float(y), abs=1e-4), (a.name, row_a[:3])
+            except ValueError:
+                assert x == y, (a.name, row_a[:3])
 
 
 def worker_processes(title: str = "ray::VideoWorker.process") -> list[int]:
@@ -106,6 +119,7 @@ def test_cluster_without_ray_names_the_extra(tmp_path):
 def test_cluster_options_need_a_batch(tmp_path):
     write_clip(tmp_path / "a.avi", frames=3)
     assert_clean_error(cli("--video", tmp_path / "a.avi", "--cluster", "local"), "--cluster", "manifest")
+    assert_clean_error(cli("--video", tmp_path / "a.avi", "--csv-per-video"), "--csv-per-video", "--csv PATH")
     assert_clean_error(cli("--video", tmp_path, "--workers", "2"), "--workers and --retries work with --cluster")
     help_text = cli("--help").stdout
     for option in ("--cluster", "--workers", "--retries", "--resume", "manifest"):
@@ -117,16 +131,18 @@ def test_resume_on_one_machine_skips_the_videos_an_earlier_run_finished(tmp_path
     write_clip(tmp_path / "clips" / "a.avi", frames=6)
     write_clip(tmp_path / "clips" / "b.avi", frames=9)
     (tmp_path / "b_results.json").write_text("[")  # what an interrupted run left: no marker, so redone
-    first = cli("--video", tmp_path / "clips", "--resume", "--no-progress", cwd=tmp_path)
+    first = cli("--video", tmp_path / "clips", "--resume", "--csv-per-video", "--no-progress", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "2 of 2 videos processed" in first.stdout
     assert len(json.loads((tmp_path / "b_results.json").read_text())) == 9
+    assert len((tmp_path / "b_results.csv").read_text().splitlines()) == 1 + 9  # header, a row per faceless frame
+    (tmp_path / "a_results.csv").unlink()  # an output of a done video missing: it is redone
     assert sorted(p.name for p in tmp_path.glob("*.done")) == ["a_results.json.done", "b_results.json.done"]
-    written = (tmp_path / "a_results.json").stat().st_mtime_ns
-    again = cli("--video", tmp_path / "clips", "--resume", "--no-progress", cwd=tmp_path)
+    written = (tmp_path / "b_results.json").stat().st_mtime_ns
+    again = cli("--video", tmp_path / "clips", "--resume", "--csv-per-video", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "0 of 2 videos processed, 2 done in an earlier run" in again.stdout
-    assert (tmp_path / "a_results.json").stat().st_mtime_ns == written
+    assert "1 of 2 videos processed, 1 done in an earlier run" in again.stdout
+    assert (tmp_path / "b_results.json").stat().st_mtime_ns == written and (tmp_path / "a_results.csv").is_file()
 
 
 @needs_shared
@@ -138,15 +154,16 @@ def test_ray_writes_what_the_local_batch_writes_and_resume_skips_done_videos(tmp
         f'{{"path": "{SHARED / "videos" / "face_noface.mov"}", "name": "mixed"}}\n'
         '{"path": "broken.mp4"}\n'
     )
-    local = cli("--video", manifest, "--output", tmp_path / "local", "--no-progress")
+    local = cli("--video", manifest, "--output", tmp_path / "local", "--csv-per-video", "--no-progress")
     ray = cli("--video", manifest, "--output", tmp_path / "ray", "--cluster", ray_address, "--workers", "2",
-              "--no-progress")  # fmt: skip
+              "--csv-per-video", "--no-progress")  # fmt: skip
     for proc in (local, ray):
         assert_clean_error(proc, "1 of 3 videos failed")
         assert "broken.mp4" in proc.stdout and "2 of 3 videos processed" in proc.stdout
     assert "videos per minute" in ray.stdout and "videos per minute" not in local.stdout
     local_files = sorted(p.name for p in (tmp_path / "local").iterdir())
-    assert local_files == ["mixed_annotated.mp4", "mixed_annotated_results.json", "single_face_annotated.mp4",
+    assert local_files == ["mixed_annotated.mp4", "mixed_annotated_results.csv", "mixed_annotated_results.json",
+                           "single_face_annotated.mp4", "single_face_annotated_results.csv",
                            "single_face_annotated_results.json"]  # fmt: skip
     markers = sorted(p.name for p in (tmp_path / "ray").glob("*.done"))
     assert markers == ["mixed_annotated_results.json.done", "single_face_annotated_results.json.done"]
@@ -155,6 +172,8 @@ def test_ray_writes_what_the_local_batch_writes_and_resume_skips_done_videos(tmp
     assert [len(v) for v in ray_json.values()] == [169, 72]
     assert sum(len(f["faces"]) for v in ray_json.values() for f in v) > 100
     assert_same_records(local_json, ray_json)
+    for name in ("mixed_annotated_results.csv", "single_face_annotated_results.csv"):
+        assert_same_csv(tmp_path / "local" / name, tmp_path / "ray" / name)
 
     # A rerun with --resume skips the two done videos; a removed marker makes its video run again.
     (tmp_path / "ray" / "mixed_annotated_results.json.done").unlink()
