@@ -20,6 +20,7 @@ EPILOG = """examples:
   python main.py --video in.mp4 --json in.json --csv in.csv   JSON/CSV only, no video
   python main.py --image photos/ --output annotated/     every image in a folder
   python main.py --video clips/ --output annotated/      every video in a folder (JSON only without --output)
+  python main.py --video list.csv --output out/ --cluster local --workers 2 --resume   a manifest on Ray, resumable
   python main.py --train --data clips/ --epochs 20 --name mine   fine-tune on clips/<label>/*.mp4
   python main.py --evaluate --data test/ --weights models/mine/best.pt   accuracy, UAR, F1, confusion matrix
   python main.py --evaluate --data photos/               photos/<label>/*.jpg, each image scored on its own
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_modes(mode)
     _add_live_options(p)
     _add_output_options(p.add_argument_group("outputs"))
+    _add_batch_options(p.add_argument_group("many videos (--video FOLDER or MANIFEST)"))
     _add_model_options(p.add_argument_group("model"))
     _add_training_arguments(p, mode)
     return p
@@ -74,7 +76,9 @@ def _add_modes(mode: argparse._MutuallyExclusiveGroup) -> None:
         metavar="PATH",
         help="a video file to process frame by frame, or a folder: every video in it is processed (annotated into "
         "the --output folder, or JSON only, <video name>_results.json here, without --output), continuing past bad "
-        "files, with a summary table at the end",
+        "files, with a summary table at the end; or a manifest listing the videos (.csv rows path[,name], or .jsonl "
+        'lines {"path": ..., "name": ...}; relative paths from its folder; name replaces the video name in its '
+        "outputs)",
     )
     mode.add_argument("--demo", action="store_true", help="build a short clip from a bundled photo and process it")
     mode.add_argument(
@@ -139,6 +143,39 @@ def _add_output_options(out: argparse._ArgumentGroup) -> None:
     add_options(out, OverlayConfig)
     out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_batch_options(batch: argparse._ArgumentGroup) -> None:
+    batch.add_argument(
+        "--csv-per-video",
+        action="store_true",
+        help="with --video FOLDER or a manifest: also write each video's CSV (the rows of --csv) beside its JSON, "
+        "<name>_results.csv",
+    )
+    batch.add_argument(
+        "--cluster",
+        metavar="WHERE",
+        help="process the videos on Ray (pip install \"emotion[cluster]\"): local (a Ray started on this machine for "
+        "this run), auto (the cluster this machine has joined) or an address (ray://HOST:10001, or the head's "
+        "HOST:6379); one worker per --workers holds the model, each video is a task, outputs as without --cluster "
+        "plus a done-marker per finished video (<json name>.done), and the table adds fps and the aggregate rate",
+    )
+    batch.add_argument(
+        "--workers", type=int, metavar="N", help="Ray workers, one model each (--cluster; default: one per CPU of the cluster)"
+    )
+    batch.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="a video whose worker dies is retried on a new worker up to N times, then listed as failed (--cluster; "
+        "default: 2)",
+    )
+    batch.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the videos a previous run finished (they have a done-marker) and redo the others, replacing their "
+        "incomplete outputs; every finished video gets a marker",
+    )
 
 
 def _add_model_options(model: argparse._ArgumentGroup) -> None:
@@ -259,13 +296,28 @@ def _stage_configs(p: argparse.ArgumentParser, args: argparse.Namespace) -> None
 
 
 def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A folder or several inputs write one result per input, so --output must name a folder, not a file."""
+    """A folder or several inputs write one result per input, so --output must name a folder, not a file; the
+    options of a batch go with a folder or manifest of videos."""
+    from emotion.formats import is_batch
+
     output = Path(args.output) if args.output else None
     looks_like_file = output is not None and output.suffix != "" and not output.is_dir()
-    if args.video and Path(args.video).is_dir():
+    batch = bool(args.video) and is_batch(args.video)
+    if args.csv_per_video and not batch:
+        p.error("--csv-per-video works with --video FOLDER or a manifest (.csv, .jsonl); one video takes --csv PATH")
+    if (args.cluster or args.resume) and not batch:
+        p.error("--cluster and --resume work with --video FOLDER or a manifest (.csv, .jsonl)")
+    if (args.workers is not None or args.retries is not None) and not args.cluster:
+        p.error("--workers and --retries work with --cluster")
+    if args.workers is not None and args.workers < 1:
+        p.error("--workers must be 1 or more")
+    if args.retries is not None and args.retries < 0:
+        p.error("--retries must be 0 or more")
+    if batch:
         if args.json or args.csv or args.objects:
             p.error("--json, --csv and --objects are for a single video; a folder of videos gets one "
-                    "<video name>_results.json per video (beside its annotated copy with --output FOLDER)")  # fmt: skip
+                    "<video name>_results.json per video (beside its annotated copy with --output FOLDER), and "
+                    "with --csv-per-video a <video name>_results.csv beside it")  # fmt: skip
         if looks_like_file:
             p.error(f"--output {output} names a file, but a folder of videos needs an output folder "
                     "(for example --output annotated/)")  # fmt: skip
@@ -276,6 +328,7 @@ def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 def _check_output_types(args: argparse.Namespace) -> None:
     """Refuse an output file of a type its mode cannot write, before anything loads or is opened."""
+    from emotion.formats import is_batch
     from emotion.io.sinks import check_output_type
 
     if not (args.image or args.video or args.realtime):
@@ -284,7 +337,7 @@ def _check_output_types(args: argparse.Namespace) -> None:
     if output is not None and not output.is_dir():
         if args.image and output.suffix:
             check_output_type(output, "image")
-        elif not args.image and not (args.video and Path(args.video).is_dir()):
+        elif not args.image and not (args.video and is_batch(args.video)):
             check_output_type(output, "video")
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
 from emotion.cli import training_config
+from emotion.formats import is_batch
 from emotion.interrupts import signals_held
 from emotion.text import plural
 
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         return train_or_evaluate(args)
     if args.export:
         return export(args)
+    if args.cluster:
+        return _video_cluster(args)
     source = _open_live_source(args) if args.realtime else None  # a missing camera fails before the model loads
     with signals_held():  # loading the model imports C extensions: a Ctrl-C comes after it, cleanly
         from emotion.recognizer import EmotionRecognizer
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             return _images(recognizer, args)
         if source is not None:
             return _realtime(recognizer, source, args)
-        if args.video and Path(args.video).is_dir():
+        if args.video and is_batch(args.video):
             return _video_folder(recognizer, args)
         return _video(recognizer, args)
 
@@ -121,17 +125,49 @@ def _valid(face: dict) -> bool:
 
 
 def _video_folder(recognizer, args: argparse.Namespace) -> int:
-    """--video DIR: every video in the folder, then the summary table."""
-    from emotion.errors import EmotionError
+    """--video DIR or MANIFEST: every video, one at a time, then the summary table."""
     from emotion.jobs import batch_table, run_batch
 
     rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress,
-                     overlay=args.overlay_config)  # fmt: skip
+                     overlay=args.overlay_config, resume=args.resume, csv=args.csv_per_video)  # fmt: skip
     print("\n".join(batch_table(rows)))
+    return _batch_outcome(rows)
+
+
+def _batch_outcome(rows) -> int:
+    """0 when every video was processed (or done earlier), else one error naming how many failed."""
+    from emotion.errors import EmotionError
+
     failed = sum(r.error is not None for r in rows)
     if failed:
         raise EmotionError(f"{failed} of {plural(len(rows), 'video')} failed (reasons in the table above)")
     return 0
+
+
+def _video_cluster(args: argparse.Namespace) -> int:
+    """--video DIR or MANIFEST --cluster: the videos as tasks on Ray's workers, then the table with the rates."""
+    from emotion.cluster import ClusterConfig, WorkerConfig, absolute, import_ray
+
+    import_ray()  # before anything else: without Ray, one line naming the extra
+    from emotion.jobs import batch_jobs, batch_table
+    from emotion.cluster import run_cluster
+
+    jobs = [absolute(job) for job in batch_jobs(args.video, args.output, args.csv_per_video)]
+    weights = os.path.abspath(args.weights) if args.weights else None  # the workers' working folder is not ours
+    config = WorkerConfig(weights=weights, device=args.device, backend=args.backend, threads=args.threads or 1,
+                          face=args.face_config, smoothing=args.smoothing_config, overlay=args.overlay_config)  # fmt: skip
+    cluster = ClusterConfig(address=args.cluster, workers=args.workers)
+    if args.retries is not None:
+        cluster = dataclasses.replace(cluster, retries=args.retries)
+    try:
+        rows, elapsed = run_cluster(jobs, config, cluster, overwrite=args.overwrite, resume=args.resume,
+                                    progress=not args.no_progress)  # fmt: skip
+    except KeyboardInterrupt as exc:
+        if hasattr(exc, "rows"):
+            print("\n".join(batch_table(exc.rows, exc.elapsed)))
+        raise
+    print("\n".join(batch_table(rows, elapsed)))
+    return _batch_outcome(rows)
 
 
 def _video(recognizer, args: argparse.Namespace) -> int:
