@@ -161,7 +161,11 @@ def _add_batch_options(batch: argparse._ArgumentGroup) -> None:
         "plus a done-marker per finished video (<json name>.done), and the table adds fps and the aggregate rate",
     )
     batch.add_argument(
-        "--workers", type=int, metavar="N", help="Ray workers, one model each (--cluster; default: one per CPU of the cluster)"
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --cluster: Ray workers, one model each (default: one per CPU of the cluster); with --train or "
+        "--evaluate: face-stage processes for preprocessing (default 1)",
     )
     batch.add_argument(
         "--retries",
@@ -172,9 +176,13 @@ def _add_batch_options(batch: argparse._ArgumentGroup) -> None:
     )
     batch.add_argument(
         "--resume",
-        action="store_true",
-        help="skip the videos a previous run finished (they have a done-marker) and redo the others, replacing their "
-        "incomplete outputs; every finished video gets a marker",
+        nargs="?",
+        const="auto",
+        metavar="LAST_PT",
+        help="with --video FOLDER or a manifest (no value): skip the videos a previous run finished (they have a "
+        "done-marker) and redo the others, replacing their incomplete outputs; every finished video gets a marker. "
+        "With --train: continue a run exactly where it stopped (default file: models/NAME/last.pt); a run that did "
+        "all its epochs goes on with a larger --epochs, one stopped early with a larger --patience (or 0)",
     )
 
 
@@ -303,12 +311,15 @@ def _check_batch_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     output = Path(args.output) if args.output else None
     looks_like_file = output is not None and output.suffix != "" and not output.is_dir()
     batch = bool(args.video) and is_batch(args.video)
+    training = args.train or args.evaluate  # --workers and --resume are also TrainConfig's (preprocessing, last.pt)
     if args.csv_per_video and not batch:
         p.error("--csv-per-video works with --video FOLDER or a manifest (.csv, .jsonl); one video takes --csv PATH")
-    if (args.cluster or args.resume) and not batch:
+    if (args.cluster or (args.resume and not training)) and not batch:
         p.error("--cluster and --resume work with --video FOLDER or a manifest (.csv, .jsonl)")
-    if (args.workers is not None or args.retries is not None) and not args.cluster:
-        p.error("--workers and --retries work with --cluster")
+    if args.resume not in (None, "auto") and not training:
+        p.error("--resume takes a file (LAST_PT) with --train only; for videos give it alone: --resume")
+    if ((args.workers is not None and not training) or args.retries is not None) and not args.cluster:
+        p.error("--workers and --retries work with --cluster (and --workers with --train, --evaluate)")
     if args.workers is not None and args.workers < 1:
         p.error("--workers must be 1 or more")
     if args.retries is not None and args.retries < 0:

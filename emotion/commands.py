@@ -129,7 +129,7 @@ def _video_folder(recognizer, args: argparse.Namespace) -> int:
     from emotion.jobs import batch_table, run_batch
 
     rows = run_batch(recognizer, args.video, args.output, args.overwrite, progress=not args.no_progress,
-                     overlay=args.overlay_config, resume=args.resume, csv=args.csv_per_video)  # fmt: skip
+                     overlay=args.overlay_config, resume=bool(args.resume), csv=args.csv_per_video)  # fmt: skip
     print("\n".join(batch_table(rows)))
     return _batch_outcome(rows)
 
@@ -160,7 +160,7 @@ def _video_cluster(args: argparse.Namespace) -> int:
     if args.retries is not None:
         cluster = dataclasses.replace(cluster, retries=args.retries)
     try:
-        rows, elapsed = run_cluster(jobs, config, cluster, overwrite=args.overwrite, resume=args.resume,
+        rows, elapsed = run_cluster(jobs, config, cluster, overwrite=args.overwrite, resume=bool(args.resume),
                                     progress=not args.no_progress)  # fmt: skip
     except KeyboardInterrupt as exc:
         if hasattr(exc, "rows"):

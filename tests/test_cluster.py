@@ -120,6 +120,7 @@ def test_cluster_options_need_a_batch(tmp_path):
     write_clip(tmp_path / "a.avi", frames=3)
     assert_clean_error(cli("--video", tmp_path / "a.avi", "--cluster", "local"), "--cluster", "manifest")
     assert_clean_error(cli("--video", tmp_path / "a.avi", "--csv-per-video"), "--csv-per-video", "--csv PATH")
+    assert_clean_error(cli("--video", tmp_path, "--resume", "models/x/last.pt"), "--resume takes a file", "--train")
     assert_clean_error(cli("--video", tmp_path, "--workers", "2"), "--workers and --retries work with --cluster")
     help_text = cli("--help").stdout
     for option in ("--cluster", "--workers", "--retries", "--resume", "manifest"):
