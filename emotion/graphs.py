@@ -232,28 +232,29 @@ def mesh_landmarks(face_landmarks, width: int, height: int, count: int = LANDMAR
     return points * np.array([width, height, width], np.float32)
 
 
-class LandmarkModel:
-    """MediaPipe's face landmark model on a region we choose: (L, 3) float32 landmarks in px (z in px scale), or
-    None when the model does not see a face there. Unlike the face mesh solution it needs no face detector first,
-    so it follows faces turned too far for the detectors. It runs its graph directly rather than through
-    mediapipe's SolutionBase, whose per-call bookkeeping cost about 0.2 ms of a 1.6 ms call here."""
+class _RegionGraph:
+    """A MediaPipe graph fed an image and a region of it (streams "image" and "roi"), run directly rather than
+    through mediapipe's SolutionBase, whose per-call bookkeeping cost about 0.2 ms of a 1.6 ms call here; its native
+    start-up logs stay off the terminal (see QuietGraph)."""
 
-    def __init__(self):
+    def __init__(self, config):
         mp = load_mediapipe()
         from mediapipe.framework.formats import rect_pb2
         from mediapipe.python import resource_util
 
         self._mp, self._rect = mp, rect_pb2.NormalizedRect
-        resource_util.set_resource_dir(str(Path(mp.__file__).parents[1]))  # where the graph finds the model file
-        self._found: list = []
+        resource_util.set_resource_dir(str(Path(mp.__file__).parents[1]))  # where the graph finds the model files
+        self._found: dict = {}
         self._timestamp = 0
         with quiet_native_stderr():
-            self._graph = mp.CalculatorGraph(graph_config=_LANDMARK_GRAPH)
-            self._graph.observe_output_stream("landmarks", lambda _, packet: self._found.append(packet))
+            self._graph = mp.CalculatorGraph(graph_config=config)
+            for stream in config.output_stream:
+                self._graph.observe_output_stream(stream, lambda name, packet: self._found.__setitem__(name, packet))
             self._graph.start_run()
-            self(BLANK, Roi(32, 32, 64))  # start-up logs, inside the quiet window (see QuietGraph)
+            self._run(BLANK, Roi(32, 32, 64))  # start-up logs, inside the quiet window
 
-    def __call__(self, rgb: np.ndarray, roi: Roi) -> np.ndarray | None:
+    def _run(self, rgb: np.ndarray, roi: Roi) -> dict:
+        """The graph's output packets for `roi` of `rgb`, by stream name (a stream without output is absent)."""
         mp = self._mp
         h, w = rgb.shape[:2]
         rect = self._rect(
@@ -265,74 +266,69 @@ class LandmarkModel:
         self._graph.add_packet_to_input_stream("image", mp.packet_creator.create_image(image).at(self._timestamp))
         self._graph.add_packet_to_input_stream("roi", mp.packet_creator.create_proto(rect).at(self._timestamp))
         self._graph.wait_until_idle()
-        if not self._found:
-            return None
-        return mesh_landmarks(mp.packet_getter.get_proto(self._found[0]), w, h)
+        return self._found
 
     def close(self) -> None:
         with quiet_native_stderr():
             self._graph.close()
 
 
-class SignalModel:
+def _graph_config(text: str):
+    """A CalculatorGraphConfig from its text form."""
+    from google.protobuf import text_format
+    from mediapipe.framework import calculator_pb2
+
+    return text_format.Parse(text, calculator_pb2.CalculatorGraphConfig())
+
+
+class LandmarkModel(_RegionGraph):
+    """MediaPipe's face landmark model on a region we choose: (L, 3) float32 landmarks in px (z in px scale), or
+    None when the model does not see a face there. Unlike the face mesh solution it needs no face detector first,
+    so it follows faces turned too far for the detectors."""
+
+    def __init__(self):
+        super().__init__(_graph_config(_LANDMARK_GRAPH))
+
+    def __call__(self, rgb: np.ndarray, roi: Roi) -> np.ndarray | None:
+        found = self._run(rgb, roi).get("landmarks")
+        return None if found is None else mesh_landmarks(self._mp.packet_getter.get_proto(found), *rgb.shape[1::-1])
+
+
+class SignalModel(_RegionGraph):
     """The face signals' MediaPipe models on a region where a face was found (README "Face signals"): the attention
     mesh's 478 landmarks (px) and the 52 blendshape scores. Safe to call from another thread than the face stage's
     (the pipeline reads signals on its model thread, overlapping the next frame's face stage)."""
 
     def __init__(self):
-        mp = load_mediapipe()
-        from google.protobuf import text_format
-        from mediapipe.framework import calculator_pb2
-        from mediapipe.framework.formats import rect_pb2
-        from mediapipe.python import resource_util
         from mediapipe.tasks.cc.vision.face_landmarker.proto import face_blendshapes_graph_options_pb2 as options
 
         from emotion.signals import bundle_file
 
-        self._mp, self._rect = mp, rect_pb2.NormalizedRect
-        resource_util.set_resource_dir(str(Path(mp.__file__).parents[1]))
-        config = text_format.Parse(_SIGNALS_GRAPH, calculator_pb2.CalculatorGraphConfig())
+        config = _graph_config(_SIGNALS_GRAPH)
         blendshapes = options.FaceBlendshapesGraphOptions()
         blendshapes.base_options.model_asset.file_content = bundle_file("face_blendshapes.tflite")
         config.node[-1].options.Extensions[options.FaceBlendshapesGraphOptions.ext].CopyFrom(blendshapes)
-        self._found: dict = {}
-        self._timestamp = 0
         self._lock = threading.Lock()
         self._closed = False
-        with quiet_native_stderr():
-            self._graph = mp.CalculatorGraph(graph_config=config)
-            for stream in config.output_stream:
-                self._graph.observe_output_stream(stream, lambda name, packet: self._found.__setitem__(name, packet))
-            self._graph.start_run()
-            self(BLANK, Roi(32, 32, 64))  # start-up logs, inside the quiet window (see QuietGraph)
+        super().__init__(config)
 
     def __call__(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, np.ndarray]:
         """(478, 3) float32 landmarks in px and (52,) float32 blendshape scores of the face in `roi`."""
-        mp = self._mp
-        h, w = rgb.shape[:2]
-        rect = self._rect(
-            x_center=roi.cx / w, y_center=roi.cy / h, width=roi.side / w, height=roi.side / h, rotation=roi.angle
-        )
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         with self._lock:
             if self._closed:
                 raise EmotionError(
                     "a face's signals were read after its face stage (FaceAnalyzer or EmotionRecognizer) was closed",
                     fix="read Face.signals before closing it",
                 )
-            self._timestamp += 1
-            self._found.clear()
-            self._graph.add_packet_to_input_stream("image", mp.packet_creator.create_image(image).at(self._timestamp))
-            self._graph.add_packet_to_input_stream("roi", mp.packet_creator.create_proto(rect).at(self._timestamp))
-            self._graph.wait_until_idle()
-            refined, scores = (mp.packet_getter.get_proto(self._found[k]) for k in ("refined", "blendshapes"))
-        landmarks = mesh_landmarks(refined, w, h, REFINED_LANDMARK_COUNT)
+            found = self._run(rgb, roi)
+            refined, scores = (self._mp.packet_getter.get_proto(found[k]) for k in ("refined", "blendshapes"))
+        landmarks = mesh_landmarks(refined, *rgb.shape[1::-1], REFINED_LANDMARK_COUNT)
         return landmarks, np.array([c.score for c in scores.classification], np.float32)
 
     def close(self) -> None:
-        with self._lock, quiet_native_stderr():
+        with self._lock:
             self._closed = True
-            self._graph.close()
+            super().close()
 
 
 class FaceDetector:
