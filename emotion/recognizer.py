@@ -72,6 +72,12 @@ def _mean_of_views(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
     return {"probabilities": probabilities / probabilities.sum(axis=-1, keepdims=True), **out}
 
 
+def _circumplex(probabilities: np.ndarray) -> np.ndarray:
+    """(2, N) valence and arousal of (N, 7) probabilities: their circumplex prior (README "What valence and arousal
+    are"), for probabilities the recognizer changed after the model (mirror views, the blendshape prior)."""
+    return (probabilities @ np.array(circumplex_matrix())).T
+
+
 def _face_config_for(face_config: FaceConfig, signals: int) -> FaceConfig:
     """The face stage's config for a model: one with a signal stream (`signals` > 0) reads the face signals, so a
     config that turns them off is refused (and, were they off by default, they would be turned on)."""
@@ -171,7 +177,7 @@ class EmotionRecognizer:
         probabilities /= probabilities.sum(axis=-1, keepdims=True)
         valence, arousal = out["valence"], out["arousal"]
         if self.model.config.blendshape_prior and self.affect_source == "circumplex":  # of the probabilities shown
-            valence, arousal = (probabilities @ np.array(circumplex_matrix())).T
+            valence, arousal = _circumplex(probabilities)
         return {"probabilities": probabilities, "valence": valence, "arousal": arousal}
 
     def _facs_prior(self, faces: list[Face]) -> np.ndarray | float:
@@ -264,7 +270,7 @@ class EmotionRecognizer:
         if self.model.config.flip_images and faces:
             outputs = _mean_of_views(outputs, self._infer(image, faces, self.streamer.init_state(), mirrored=True))
             if self.affect_source == "circumplex":  # of the probabilities shown (the views' mean was 0.014 off)
-                outputs["valence"], outputs["arousal"] = (outputs["probabilities"] @ np.array(circumplex_matrix())).T
+                outputs["valence"], outputs["arousal"] = _circumplex(outputs["probabilities"])
         return FrameResult(0, 0.0, self._results(faces, outputs, smooth=False), self.face_config.signals)
 
     def reset(self) -> None:
