@@ -15,7 +15,7 @@ from emotion.configargs import ConfigError, option
 from emotion.errors import EmotionError
 from emotion.labels import LABELS
 from emotion.results import FaceResult, FrameResult
-from emotion.signals import BLENDSHAPE_NAMES, FaceSignals
+from emotion.signals import BLENDSHAPE_NAMES, FaceSignals, head_rotation
 
 COLORS: dict[str, tuple[int, int, int]] = {  # BGR
     "angry": (40, 40, 230),
@@ -260,17 +260,6 @@ def _draw_blendshapes(img: np.ndarray, signals: FaceSignals, p: PanelPlace) -> N
         if score > 0.005:
             cv2.rectangle(img, (bx, by), (bx + max(1, int(bw * score)), by + bh), BLEND_COLOR, -1)
         _plain(img, f"{score:.0%}", (bx + bw + int(4 * s), by + bh), 0.36 * s, (235, 235, 235))
-
-
-def head_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """The head's rotation R = Ry(yaw) Rx(-pitch) Rz(roll) from its angles in degrees, the inverse of
-    emotion.signals.euler: column k is the head's axis k (x to its left-to-right, y up, z forward out of the face) in
-    the camera's view (x right, y up, z towards the camera)."""
-    y, p, r = np.radians([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0.0, np.sin(y)], [0.0, 1.0, 0.0], [-np.sin(y), 0.0, np.cos(y)]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(p), np.sin(p)], [0.0, -np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0.0], [np.sin(r), np.cos(r), 0.0], [0.0, 0.0, 1.0]])
-    return ry @ rx @ rz
 
 
 def gaze_direction(signals: FaceSignals) -> np.ndarray:

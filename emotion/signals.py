@@ -146,6 +146,17 @@ def euler(rotation: np.ndarray) -> np.ndarray:
     return np.degrees([yaw, pitch, np.arctan2(rest[1, 0], rest[0, 0])])
 
 
+def head_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The head's rotation R = Ry(yaw) Rx(-pitch) Rz(roll) from its angles in degrees, the inverse of `euler`:
+    column k is the head's axis k (x to its left-to-right, y up, z forward out of the face) in the camera's view
+    (x right, y up, z towards the camera)."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(y), 0.0, np.sin(y)], [0.0, 1.0, 0.0], [-np.sin(y), 0.0, np.cos(y)]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(p), np.sin(p)], [0.0, -np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0.0], [np.sin(r), np.cos(r), 0.0], [0.0, 0.0, 1.0]])
+    return ry @ rx @ rz
+
+
 def eye_angles(landmarks: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """(yaw, pitch) degrees of the eyes relative to the head, the mean of both eyes: each iris centre's offset from
     its eye's centre (the midpoint of its corners), turned into the head's frame, over an eyeball radius of

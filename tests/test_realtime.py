@@ -23,10 +23,11 @@ from support import ROOT, SHARED, needs_shared, probe_video, start_xvfb, xdotool
 from emotion.labels import LABELS
 from emotion.overlay import (
     AXIS_COLORS, AXIS_LENGTH, BLEND_COLOR, COLORS, GAZE_LENGTH, NOSE_TIP, OverlayConfig, _scale_of, draw_frame,
-    draw_text_line, gaze_direction, head_rotation, panel_layout,
+    draw_text_line, gaze_direction, panel_layout,
 )
 from emotion.io.sources import Captured, FrameBuffer, open_source
 from emotion.results import FaceResult, FrameResult
+from emotion.signals import head_rotation
 
 WOLFGANG = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 SINGLE = SHARED / "videos" / "single_face.mp4"
