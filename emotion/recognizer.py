@@ -166,7 +166,7 @@ class EmotionRecognizer:
             crops = np.stack([self._crop(frame, f.landmarks) for f in faces])
             if mirrored:
                 crops = np.ascontiguousarray(crops[:, :, ::-1])
-            crops = crops_to_tensor(crops, self.model.backbone.pretrained_cfg).numpy()
+            crops = crops_to_tensor(crops, self.model.pretrained_cfg).numpy()
             landmarks = np.stack([f.landmarks_norm for f in faces]).astype(np.float32, copy=False)
         signals = self._signals(faces)
         with self.timer("model"):

@@ -11,7 +11,7 @@ the last step (`ClipModel.forward_last`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -106,12 +106,13 @@ class ClipModel(nn.Module):
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze or unfreeze the per-frame backbone (config.freeze_backbone): no gradients, BatchNorm statistics
-        fixed through later train() calls. ValueError for an architecture without one."""
-        from dataclasses import replace
-
+        fixed through later train() calls. Unfreezing an architecture without one does nothing; freezing it is a
+        ValueError."""
         backbone = getattr(self, "backbone", None)
         if backbone is None:
-            raise ValueError(f"{self.config.arch} has no per-frame backbone to freeze")
+            if frozen:
+                raise ValueError(f"{self.config.arch} has no per-frame backbone to freeze")
+            return
         self.config = replace(self.config, freeze_backbone=frozen)
         backbone.requires_grad_(not frozen)
         backbone.train(self.training and not frozen)

@@ -1,4 +1,4 @@
-"""STNet's streaming step as a file: ONNX (run by emotion.runtime's ONNX Runtime streamer) or TorchScript.
+"""A model's streaming step as a file: ONNX (run by emotion.runtime's ONNX Runtime streamer) or TorchScript.
 
 The exported graph is one streaming step for N faces: it encodes the new crops and runs the temporal head over each
 track's full ring buffer (its `window - 1` previous frames plus the new one), all in one call per frame.
@@ -16,7 +16,7 @@ from torch import nn
 from emotion import weights
 from emotion.atomic import atomic_open
 from emotion.errors import EmotionError
-from emotion.model.stnet import STNet
+from emotion.model.clip import ClipModel
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 
@@ -34,7 +34,7 @@ class StreamStep(nn.Module):
     for a model with a signal stream, face signals (N, G) -> frame rows (N, F) to push into the ring buffers, logits
     (N, 7), valence (N,), arousal (N,) of the newest step. Its inputs are `input_names(model)`, in that order."""
 
-    def __init__(self, model: STNet) -> None:
+    def __init__(self, model: ClipModel) -> None:
         super().__init__()
         self.model = model
 
@@ -54,12 +54,12 @@ class StreamStep(nn.Module):
 OUTPUT_NAMES = ("rows", "logits", "valence", "arousal")
 
 
-def input_names(model: STNet) -> tuple[str, ...]:
+def input_names(model: ClipModel) -> tuple[str, ...]:
     """Names of the exported step's inputs: crops, landmarks, history, and signals for a model with a signal stream."""
     return ("crops", "landmarks", "history") + (("signals",) if model.config.signals else ())
 
 
-def example_inputs(model: STNet, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def example_inputs(model: ClipModel, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random StreamStep inputs for `n` faces (to trace and probe): crops in [-1, 1], landmarks, full histories and,
     for a model with a signal stream, signals in [-1, 1]."""
     c = model.config
@@ -76,7 +76,7 @@ def _atanh_symbolic(g, x):
     return g.op("Atanh", x)
 
 
-def export_onnx(model: STNet, path: str | Path | None = None) -> bytes:
+def export_onnx(model: ClipModel, path: str | Path | None = None) -> bytes:
     """Export the streaming step to ONNX (dynamic N); returns the model bytes and writes them to `path` if given."""
     try:
         import onnx  # noqa: F401  (the exporter needs it)
@@ -88,19 +88,28 @@ def export_onnx(model: STNet, path: str | Path | None = None) -> bytes:
     inputs = input_names(model)
     names = [*inputs, *OUTPUT_NAMES]
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            step,
-            example_inputs(model),
-            buffer,
-            input_names=list(inputs),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={name: {0: "n"} for name in names},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    model.train(was_training)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                step,
+                example_inputs(model),
+                buffer,
+                input_names=list(inputs),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={name: {0: "n"} for name in names},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as exc:  # an operator without an ONNX form in this architecture
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EmotionError(
+            f"the {model.config.arch} model cannot be exported to ONNX ({detail})",
+            fix="run it with backend='torch'",
+            cli_fix="run it with --backend torch (or --export torchscript)",
+        ) from exc
+    finally:
+        model.train(was_training)
     data = buffer.getvalue()
     if path is not None:
         with atomic_open(path) as f:
@@ -108,7 +117,7 @@ def export_onnx(model: STNet, path: str | Path | None = None) -> bytes:
     return data
 
 
-def export_torchscript(model: STNet, path: str | Path) -> Path:
+def export_torchscript(model: ClipModel, path: str | Path) -> Path:
     """Trace the streaming step to a TorchScript file (load with torch.jit.load; same inputs and outputs as ONNX)."""
     was_training = model.training
     with warnings.catch_warnings(), torch.no_grad():
@@ -122,7 +131,7 @@ def export_torchscript(model: STNet, path: str | Path) -> Path:
     return Path(path)
 
 
-def export_model(model: STNet, fmt: str, path: str | Path) -> Path:
+def export_model(model: ClipModel, fmt: str, path: str | Path) -> Path:
     """Write the streaming step of `model` as `fmt` ('onnx' or 'torchscript') to `path`."""
     if fmt not in EXPORT_FORMATS:
         raise EmotionError(f"unknown export format '{fmt}' (use {' or '.join(EXPORT_FORMATS)})")

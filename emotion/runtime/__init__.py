@@ -1,5 +1,5 @@
-"""Running STNet on a stream of frames: the per-track ring buffer, the ONNX Runtime and eager PyTorch streamers, and
-the process's PyTorch thread setting."""
+"""Running a model (STNet or a zoo architecture) on a stream of frames: the per-track ring buffer, the ONNX Runtime
+and eager PyTorch streamers, and the process's PyTorch thread setting."""
 
 from emotion.runtime.ring import RingBuffer
 from emotion.runtime.streamers import (

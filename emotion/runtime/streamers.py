@@ -1,4 +1,4 @@
-"""Streamers run STNet over face tracks one frame at a time: ONNX Runtime on the CPU, or eager PyTorch on any device.
+"""Streamers run a model over face tracks one frame at a time: ONNX Runtime on the CPU, or eager PyTorch on any device.
 
 Both take numpy in and out and keep each track's last `window` packed frame rows in a `RingBuffer`. The ONNX graph
 (emotion.model.export.StreamStep) runs the whole step for all faces of a frame in one call over full buffers; a track
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from emotion.errors import EmotionError
-from emotion.model import ModelConfig, STNet
+from emotion.model import ClipConfig, ClipModel
 from emotion.model.export import StreamStep, example_inputs, export_onnx, input_names
 from emotion.runtime.ring import RingBuffer
 
@@ -36,7 +36,7 @@ class Streamer(Protocol):
     """One streaming step for the faces of a frame; `name` is the runtime that computes it ('onnx' or 'torch')."""
 
     name: str
-    config: ModelConfig
+    config: ClipConfig
 
     def init_state(self) -> RingBuffer:
         """Empty ring buffers for this streamer's tracks."""
@@ -57,7 +57,7 @@ class Streamer(Protocol):
 class _RingStreamer:
     """What both streamers share: the model in eval mode, its ring buffers and the eager temporal head over them."""
 
-    def __init__(self, model: STNet, device: torch.device) -> None:
+    def __init__(self, model: ClipModel, device: torch.device) -> None:
         self.model = model.eval()
         self.config = model.config
         self.device = device
@@ -92,7 +92,7 @@ class TorchStreamer(_RingStreamer):
 
     name = "torch"
 
-    def __init__(self, model: STNet, device: torch.device = torch.device("cpu")) -> None:
+    def __init__(self, model: ClipModel, device: torch.device = torch.device("cpu")) -> None:
         super().__init__(model, device)
 
     @torch.inference_mode()
@@ -129,7 +129,7 @@ class OnnxStreamer(_RingStreamer):
 
     name = "onnx"
 
-    def __init__(self, model: STNet, path: str | Path | None = None, threads: int = 1) -> None:
+    def __init__(self, model: ClipModel, path: str | Path | None = None, threads: int = 1) -> None:
         import onnxruntime as ort
 
         super().__init__(model, torch.device("cpu"))
@@ -147,7 +147,17 @@ class OnnxStreamer(_RingStreamer):
                 self.source = str(path)
             else:
                 session = None
-        self.session = session or self._session(export_onnx(model))
+        if session is None:
+            data = export_onnx(model)
+            try:
+                session = self._session(data)
+            except Exception as exc:  # an operator ONNX Runtime lacks
+                raise EmotionError(
+                    f"ONNX Runtime cannot run the exported {model.config.arch} model ({type(exc).__name__})",
+                    fix="run it with backend='torch'",
+                    cli_fix="run it with --backend torch",
+                ) from exc
+        self.session = session
         self._outputs = [o.name for o in self.session.get_outputs()]
 
     def _session(self, data: bytes):
@@ -162,8 +172,9 @@ class OnnxStreamer(_RingStreamer):
         residual layers, so its outputs, not its cached rows, decide whether an exported file computes this model.
         """
         inputs = example_inputs(self.model, n=2, seed=1)
+        feed = dict(zip(input_names(self.model), (x.numpy() for x in inputs), strict=True))
         try:
-            got = session.run(None, dict(zip(input_names(self.model), (x.numpy() for x in inputs), strict=True)))
+            got = session.run(None, _graph_inputs(session, feed))
         except Exception:  # a file for another model (other shapes) fails here
             return float("inf")
         with torch.inference_mode():
@@ -193,13 +204,19 @@ class OnnxStreamer(_RingStreamer):
         feed = {"crops": crops, "landmarks": landmarks, "history": history}
         if self.config.signals:
             feed["signals"] = signals
-        rows, logits, valence, arousal = self.session.run(self._outputs, feed)
+        rows, logits, valence, arousal = self.session.run(self._outputs, _graph_inputs(self.session, feed))
         for row, track in zip(rows, ids):
             state.push(track, row)
         out = {"logits": logits, "valence": valence, "arousal": arousal}
         if short:
             self._eager_heads(state, [ids[i] for i in short], short, out)
         return out
+
+
+def _graph_inputs(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The part of `feed` the graph takes: the exporter drops inputs a model never reads (the zoo's landmarks)."""
+    names = {i.name for i in session.get_inputs()}
+    return {k: v for k, v in feed.items() if k in names}
 
 
 def onnxruntime_available() -> bool:
@@ -211,7 +228,7 @@ def onnxruntime_available() -> bool:
 
 
 def create_streamer(
-    model: STNet,
+    model: ClipModel,
     device: torch.device,
     backend: Backend = "auto",
     path: str | Path | None = None,

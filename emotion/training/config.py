@@ -10,6 +10,20 @@ from emotion.training.datasets import FORMATS, LAYOUTS
 from emotion.training.splits import VAL_SPLIT
 
 DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_SEED = 30, 10, 0
+ARCHS = (
+    "stnet",
+    "c3d2",
+    "c3d_convlstm_spp",
+    "cnn_ae_lstm",
+    "cnn_lstm_attn",
+    "r2plus1d",
+    "thcnn",
+    "timesformer",
+    "tsm",
+    "vivit",
+)
+"""Names of emotion.model's registered architectures (emotion.model.list_archs(); a test keeps the two equal), here
+so the parser is built without importing torch."""
 MONITORS = ("auto", "uar", "accuracy", "macro_f1", "ccc", "loss")
 
 
@@ -81,8 +95,21 @@ class TrainConfig(DataConfig):
         default_text=f"{DEFAULT_PATIENCE}; with --resume: the run's own",
     )
     monitor: str = "auto"  # validation metric for best/early stopping: auto (uar, or ccc without categories)
+    arch: str | None = option(
+        "--train: architecture of a new model (README 'Model zoo'): stnet, the causal attention network over crops, "
+        "landmarks and face signals; or one of the zoo's, over crops only, trained with the same data, loop and "
+        "checkpoints: thcnn, cnn_ae_lstm, cnn_lstm_attn and tsm start from the pretrained FER2013 CNN, the others "
+        "from scratch. Every checkpoint names its architecture, so --video, --realtime, --evaluate and --export take "
+        "any with --weights; a non-causal one runs over each face's last 16 frames and reports the newest",
+        None,
+        choices=ARCHS,
+        default_text="stnet; with --weights or --resume: the checkpoint's",
+    )
     from_scratch: bool = option("--train: random initial weights instead of the pretrained FER2013 CNN", False)
-    backbone: str = option("--train: frame CNN of a new model: mini_xception or wide_cnn", "mini_xception")
+    backbone: str = option(
+        "--train: frame CNN of a new stnet, thcnn, cnn_ae_lstm, cnn_lstm_attn or tsm: mini_xception or wide_cnn",
+        "mini_xception",
+    )
     crop_size: int = option("--train: crop side of a new model (mini_xception needs 64)", 64, metavar="PX")
     in_chans: int = option("--train: 1 gray or 3 colour crops of a new model", 1, choices=(1, 3))
     freeze_backbone_epochs: int = option(
@@ -100,9 +127,9 @@ class TrainConfig(DataConfig):
     amp: bool = True  # mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on the CPU
     augment: bool = option("--train: no flip/affine/brightness/landmark-jitter augmentation", True)
     signal_stream: bool = option(
-        "--train: a model without the face-signal stream (52 blendshapes, head pose and gaze per frame beside the "
-        "landmarks; README 'Training and evaluation'); by default a new model has it and a --weights checkpoint "
-        "without one gains it",
+        "--train: an stnet without the face-signal stream (52 blendshapes, head pose and gaze per frame beside the "
+        "landmarks; README 'Training and evaluation'); by default a new stnet has it and a --weights stnet "
+        "checkpoint without one gains it; the zoo's architectures read crops only",
         True,
     )
     eval_windows: int = 4  # validation windows per clip, averaged into one prediction

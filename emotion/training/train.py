@@ -1,4 +1,5 @@
-"""Training of STNet: `main.py --train`, alone or under `torchrun` (DistributedDataParallel, gloo on CPU, nccl on CUDA).
+"""Training of any architecture (`--arch`, STNet by default): `main.py --train`, alone or under `torchrun`
+(DistributedDataParallel, gloo on CPU, nccl on CUDA).
 
 The loop in numbered steps: 1 the run's settings and model (new, or the checkpoint's when resuming), 2 data
 (dataset -> face-stage cache -> clip windows), 3 AdamW with warm-up and cosine decay and a gradient scaler, 4 a
@@ -14,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,15 @@ from torch.utils.data import DataLoader
 
 from emotion.errors import EmotionError
 from emotion.labels import LABELS
-from emotion.model import ModelConfig, STNet, create_model, load_checkpoint, save_checkpoint
+from emotion.model import (
+    ClipConfig,
+    ClipModel,
+    ModelConfig,
+    arch_config,
+    create_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from emotion.signals import SIGNAL_DIM
 from emotion.text import plural
 from emotion.training.augment import AugmentConfig
@@ -155,7 +164,9 @@ def _amp(config: TrainConfig, device: torch.device) -> bool:
     return config.amp and device.type == "cuda"
 
 
-def _start(config: TrainConfig, say: Callable) -> tuple[TrainConfig, STNet, ModelConfig, dict[str, Any] | None]:
+def _start(
+    config: TrainConfig, say: Callable
+) -> tuple[TrainConfig, ClipModel, ClipConfig, dict[str, Any] | None]:
     """1. The run's settings and model: a resumed run's from its last.pt (with its training state), else new ones."""
     path = resume_path(config)
     if path is None:
@@ -163,26 +174,66 @@ def _start(config: TrainConfig, say: Callable) -> tuple[TrainConfig, STNet, Mode
         torch.manual_seed(config.seed)
         if config.weights:
             model, model_config, _ = load_checkpoint(config.weights)
+            _check_arch(config, model_config, config.weights)
+            _check_freezable(config, model)
             model.config = model_config = replace(model_config, blendshape_prior=())  # tuned for it untrained only
-            return config, *_with_signal_stream(model, model_config, config), None
-        model_config = ModelConfig(
-            backbone=config.backbone,
-            crop_size=config.crop_size,
-            in_chans=config.in_chans,
-            signals=SIGNAL_DIM if config.signal_stream else 0,
-        )
-        return config, create_model(model_config, pretrained=not config.from_scratch), model_config, None
+            return replace(config, arch=model_config.arch), *_with_signal_stream(model, model_config, config), None
+        model_config = new_model_config(config)
+        model = create_model(model_config, pretrained=not config.from_scratch)
+        _check_freezable(config, model)
+        return replace(config, arch=model_config.arch), model, model_config, None
     model, model_config, extra = load_checkpoint(path)
     if "train_state" not in extra:
         raise ValueError(f"{path} holds no training state (resume from a last.pt written by training)")
-    config = replace(merge_resumed(config, extra["train_config"]), signal_stream=model_config.signals > 0)
+    _check_arch(config, model_config, path)
+    config = replace(
+        merge_resumed(config, extra["train_config"]), signal_stream=model_config.signals > 0, arch=model_config.arch
+    )
     say(check_resumable(path, config, extra))
     return config, model, model_config, extra["train_state"]
 
 
-def _with_signal_stream(model: STNet, model_config: ModelConfig, config: TrainConfig) -> tuple[STNet, ModelConfig]:
+def new_model_config(config: TrainConfig) -> ClipConfig:
+    """The config of a new model of config.arch (stnet by default): the run's crop size, channels and, for an
+    architecture with one, backbone and signal stream; the architecture's own defaults for the rest."""
+    config_class = arch_config(config.arch or ModelConfig.arch)
+    values: dict[str, Any] = {"crop_size": config.crop_size, "in_chans": config.in_chans}
+    names = {f.name for f in fields(config_class)}
+    if "backbone" in names:
+        values["backbone"] = config.backbone
+    if config_class.reads_signals and config.signal_stream:
+        values["signals"] = SIGNAL_DIM
+    return config_class(**values)
+
+
+def _check_freezable(config: TrainConfig, model: ClipModel) -> None:
+    """Frozen-backbone epochs need an architecture with a per-frame CNN."""
+    if config.freeze_backbone_epochs and getattr(model, "backbone", None) is None:
+        raise EmotionError(
+            f"{model.config.arch} has no per-frame CNN to freeze",
+            fix="leave freeze_backbone_epochs at 0 for it",
+            cli_fix="leave out --freeze-backbone-epochs for it",
+        )
+
+
+def _check_arch(config: TrainConfig, model_config: ClipConfig, path: str | Path) -> None:
+    """A checkpoint's architecture is the run's: --arch, if given, must name it."""
+    if config.arch and config.arch != model_config.arch:
+        raise EmotionError(
+            f"{path} holds a {model_config.arch} model, not {config.arch}",
+            fix=f"leave out arch (or pass arch='{model_config.arch}')",
+            cli_fix=f"leave out --arch (or pass --arch {model_config.arch})",
+        )
+
+
+def _with_signal_stream(
+    model: ClipModel, model_config: ClipConfig, config: TrainConfig
+) -> tuple[ClipModel, ClipConfig]:
     """The checkpoint to fine-tune, given a signal stream when config.signal_stream asks for one and it has none:
-    its weights are kept and the new stream starts at zero, so training starts from the checkpoint's outputs."""
+    its weights are kept and the new stream starts at zero, so training starts from the checkpoint's outputs. An
+    architecture without a signal stream (the zoo's) is fine-tuned as it is."""
+    if not model_config.reads_signals:
+        return model, model_config
     if model_config.signals and not config.signal_stream:
         raise EmotionError(
             f"{config.weights} has a face-signal stream, which fine-tuning cannot take away",
@@ -198,7 +249,7 @@ def _with_signal_stream(model: STNet, model_config: ModelConfig, config: TrainCo
     return grown, model_config
 
 
-def _build_data(config: TrainConfig, model_config: ModelConfig, env: Dist, say: Callable) -> _Data:
+def _build_data(config: TrainConfig, model_config: ClipConfig, env: Dist, say: Callable) -> _Data:
     """2. Dataset -> splits -> face-stage cache (each process runs its share, then all read the whole) -> windows."""
     scan = load_dataset(config.data, config.format)
     records = assign_splits(scan.records, config.val_split, config.seed)
@@ -241,7 +292,7 @@ def _loader_worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _build_optim(config: TrainConfig, model: STNet, steps_per_epoch: int, device: torch.device) -> _Optim:
+def _build_optim(config: TrainConfig, model: ClipModel, steps_per_epoch: int, device: torch.device) -> _Optim:
     """3. AdamW (no decay on biases and norms), linear warm-up then cosine decay per step, the AMP gradient scaler."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -278,7 +329,7 @@ def _open_outputs(
 
 
 def _set_phase(
-    model: STNet, net: torch.nn.Module, frozen: bool | None, want_frozen: bool, env: Dist
+    model: ClipModel, net: torch.nn.Module, frozen: bool | None, want_frozen: bool, env: Dist
 ) -> tuple[torch.nn.Module, bool]:
     """Freeze or unfreeze the backbone when the epoch asks for the other state; under torchrun DDP is wrapped anew
     then, since it records which parameters train. -> (the module to train, frozen)."""
@@ -293,7 +344,7 @@ def _set_phase(
 
 def _train_epoch(
     net: torch.nn.Module,
-    model: STNet,
+    model: ClipModel,
     data: _Data,
     optim: _Optim,
     config: TrainConfig,
@@ -325,7 +376,7 @@ def _train_epoch(
 
 
 def _train_step(
-    net: torch.nn.Module, model: STNet, batch: dict, optim: _Optim, config: TrainConfig, device: torch.device
+    net: torch.nn.Module, model: ClipModel, batch: dict, optim: _Optim, config: TrainConfig, device: torch.device
 ) -> dict[str, float]:
     """One optimizer step on a batch -> its loss terms."""
     x = model_input(batch["crops"], device)
@@ -351,7 +402,7 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="step", leave=False, disable=not enabled)
 
 
-def _validate(model: STNet, data: _Data, env: Dist, amp: bool) -> dict[str, Any]:
+def _validate(model: ClipModel, data: _Data, env: Dist, amp: bool) -> dict[str, Any]:
     """7. Metrics of the validation windows, each process scoring its share; none without validation clips."""
     if not data.val_set.clips:
         return {}
@@ -364,8 +415,8 @@ def _validate(model: STNet, data: _Data, env: Dist, amp: bool) -> dict[str, Any]
 
 def _save_checkpoints(
     ckpt_dir: Path,
-    model: STNet,
-    model_config: ModelConfig,
+    model: ClipModel,
+    model_config: ClipConfig,
     config: TrainConfig,
     progress: Progress,
     optim: _Optim,
