@@ -2,3 +2,5 @@
 config dataclass, registered by name for `--arch` (emotion.model.clip.register_arch)."""
 
 from emotion.model.zoo import recurrent  # noqa: F401
+from emotion.model.zoo import tsm  # noqa: F401
+from emotion.model.zoo import transformers  # noqa: F401
