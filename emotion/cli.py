@@ -22,6 +22,7 @@ EPILOG = """examples:
   python main.py --video clips/ --output annotated/      every video in a folder (JSON only without --output)
   python main.py --video list.csv --output out/ --cluster local --workers 2 --resume   a manifest on Ray, resumable
   python main.py --train --data clips/ --epochs 20 --name mine   fine-tune on clips/<label>/*.mp4
+  python main.py --train --data clips/ --arch r2plus1d --name r21d   another architecture of the model zoo
   python main.py --evaluate --data test/ --weights models/mine/best.pt   accuracy, UAR, F1, confusion matrix
   python main.py --evaluate --data photos/               photos/<label>/*.jpg, each image scored on its own
   torchrun --nproc_per_node 2 main.py --train --data clips/ --name mine   the same on 2 processes (DDP)
@@ -191,7 +192,13 @@ def _add_model_options(model: argparse._ArgumentGroup) -> None:
     from emotion.face import FaceConfig
     from emotion.smoothing import SmoothingConfig
 
-    model.add_argument("--weights", metavar="PATH", help="a checkpoint written by training (default: the pretrained model)")
+    model.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="a checkpoint written by training, of any --arch (default: the pretrained model); a non-causal "
+        "architecture runs over each face's last 16 frames (the first repeated while fewer are seen) and reports the "
+        "newest",
+    )
     model.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     add_options(model, SmoothingConfig)
     model.add_argument(
