@@ -99,7 +99,7 @@ def train_on(arch: str, manifest: Path, cache: Path, workdir: Path, name: str, e
         arch=arch,
         epochs=epochs,
         batch_size=8,
-        lr=1e-3,
+        lr=2e-3,
         warmup_epochs=0.5,
         patience=0,
         threads=torch.get_num_threads(),

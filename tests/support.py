@@ -26,6 +26,19 @@ def cli(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+def torchrun(*args, cwd: Path, processes: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node N main.py ARGS...` on a free local port, one thread per process."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(processes)]
+    command += ["--master_addr", "127.0.0.1", "--master_port", str(port), str(ROOT / "main.py"), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
 def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
     """Exit code 2, exactly one line on stderr starting with 'error:' and containing `words`, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)

@@ -4,10 +4,8 @@ DDP with two CPU processes under torchrun.
 The real-data run through the command line is in test_evaluate.py."""
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from modeltools import needs_weights
-from support import ROOT, assert_clean_error, cli
+from support import ROOT, assert_clean_error, cli, torchrun
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -323,23 +321,7 @@ def test_early_stop_says_so_and_resume_needs_more_patience_or_epochs(tmp_path, s
 def test_torchrun_two_cpu_processes(tmp_path, synthetic):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this PyTorch build")
-    torchrun = Path(sys.executable).parent / "torchrun"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        str(torchrun),
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(port),
-        str(ROOT / "main.py"),
-        *cli_train_args(synthetic, "--epochs", "2", "--name", "ddp"),
-    ]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, check=False)
+    done = torchrun(*cli_train_args(synthetic, "--epochs", "2", "--name", "ddp"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("epoch 2/2") == 1  # only rank 0 reports
     assert "(2 steps per epoch)" in done.stdout  # 18 training clips over 2 processes x 8 per batch

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from support import assert_clean_error, cli, zidane_frames
+from support import assert_clean_error, cli, torchrun, zidane_frames
 
 from emotion.errors import EmotionError
 from emotion.model import ClipModel, arch_config, create_model, list_archs, load_checkpoint, save_checkpoint
@@ -20,7 +20,7 @@ from emotion.training.config import ARCHS
 from emotion.training.evaluate import EvalConfig
 from emotion.training.evaluate import run as evaluate
 from emotion.training.synthetic import make_synthetic_dataset
-from emotion.training.train import TrainConfig, run
+from emotion.training.train import TrainConfig, new_model_config, run
 
 ZOO = [name for name in ARCHS if name != "stnet"]
 """The architectures beside STNet (whose training is tested in tests/test_train.py)."""
@@ -143,6 +143,18 @@ def test_video_runs_with_the_weights_of_any_architecture(arch, trained, face_vid
     assert all(-1 <= face["valence"] <= 1 and -1 <= face["arousal"] <= 1 for face in faces)
 
 
+def test_torchrun_trains_an_architecture_with_intermediate_supervision(synthetic, tmp_path):
+    """DDP over two CPU processes with thcnn: its aux heads train and its FER2013 backbone's own classifier does
+    not (only its features are read), which DDP must be told to expect."""
+    manifest, cache = synthetic
+    args = ["--train", "--data", manifest, "--cache-dir", cache, "--arch", "thcnn", "--epochs", "2", "--name", "ddp"]
+    done = torchrun(*args, "--batch-size", "4", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("epoch 2/2") == 1
+    model, config, extra = load_checkpoint(tmp_path / "models" / "ddp" / "last.pt")
+    assert config.arch == "thcnn" and extra["train_state"]["epoch"] == 1
+
+
 def test_evaluate_scores_a_zoo_checkpoint(trained, synthetic, tmp_path):
     manifest, cache = synthetic
     result = trained("cnn_lstm_attn")
@@ -170,6 +182,21 @@ def test_wrong_arch_for_a_checkpoint_and_freezing_without_a_cnn_are_one_line_err
     assert_clean_error(proc, "c3d2 has no per-frame CNN to freeze", "--freeze-backbone-epochs")
     with pytest.raises(EmotionError, match="has no per-frame CNN"):
         run(TrainConfig(data=str(manifest), cache_dir=str(cache), arch="r2plus1d", freeze_backbone_epochs=2))
+    proc = cli(*common, "--arch", "tsm", "--arch-option", "nope=1", "--epochs", "1")
+    assert_clean_error(proc, "no field 'nope'", "shift_div, causal_shift", "--arch-option KEY=VALUE")
+    proc = cli(*common, "--arch", "vivit", "--arch-option", "patch=7", "--epochs", "1")
+    assert_clean_error(proc, "vivit: ", "patch", "--arch-option")
+
+
+def test_arch_options_set_the_fields_of_a_new_model():
+    """--arch-option items as the command line splits them: a list continues over items without '='."""
+    options = ("widths=64", "128", "256", "512", "blocks=2", "2", "2", "2", "stem_pool=false")
+    config = new_model_config(TrainConfig(data="-", arch="r2plus1d", arch_options=options))
+    assert (config.widths, config.blocks, config.stem_pool) == ((64, 128, 256, 512), (2, 2, 2, 2), False)
+    tsm = create_model(new_model_config(TrainConfig(data="-", arch="tsm", arch_options=("causal_shift=true",))))
+    assert tsm.causal and not create_model(new_model_config(TrainConfig(data="-", arch="tsm"))).causal
+    with pytest.raises(EmotionError, match="shift_div=x: expected int"):
+        new_model_config(TrainConfig(data="-", arch="tsm", arch_options=("shift_div=x",)))
 
 
 def test_every_zoo_model_is_a_clip_model_with_a_config_of_its_own():

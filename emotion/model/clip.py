@@ -85,6 +85,8 @@ class ClipModel(nn.Module):
     """
 
     causal: ClassVar[bool] = False  # whether the output at step t depends on frames <= t only
+    every_parameter_trains: ClassVar[bool] = False  # whether each training step reaches every parameter (a
+    # per-frame backbone's own classifier does not when only its features are read); DDP must look for the others
 
     def __init__(self, config: ClipConfig) -> None:
         super().__init__()

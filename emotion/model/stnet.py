@@ -101,6 +101,7 @@ class STNet(ClipModel):
     """
 
     causal = True
+    every_parameter_trains = True
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config)

@@ -105,6 +105,14 @@ class TrainConfig(DataConfig):
         choices=ARCHS,
         default_text="stnet; with --weights or --resume: the checkpoint's",
     )
+    arch_options: tuple[str, ...] = option(
+        "--train: fields of a new model's architecture config, KEY=VALUE (a list as comma-separated numbers), "
+        "e.g. --arch r2plus1d --arch-option widths=64,128,256,512,blocks=2,2,2,2,stem_pool=false (r2plus1d_18's "
+        "layout) or --arch tsm --arch-option causal_shift=true; README 'Model zoo' lists them",
+        (),
+        name="--arch-option",
+        metavar="KEY=VALUE",
+    )
     from_scratch: bool = option("--train: random initial weights instead of the pretrained FER2013 CNN", False)
     backbone: str = option(
         "--train: frame CNN of a new stnet, thcnn, cnn_ae_lstm, cnn_lstm_attn or tsm: mini_xception or wide_cnn",

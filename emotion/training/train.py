@@ -203,7 +203,59 @@ def new_model_config(config: TrainConfig) -> ClipConfig:
         values["backbone"] = config.backbone
     if config_class.reads_signals and config.signal_stream:
         values["signals"] = SIGNAL_DIM
-    return config_class(**values)
+    values.update(arch_overrides(config_class, config.arch_options))
+    try:
+        return config_class(**values)
+    except ValueError as exc:
+        raise EmotionError(f"{config_class.arch}: {exc}", fix="change arch_options", cli_fix="change --arch-option") from None
+
+
+_SHARED_FIELDS = frozenset(f.name for f in fields(ClipConfig))
+"""ClipConfig's fields: set by the run's own options (crop size, channels) or by the face stage, never by
+arch_options."""
+
+
+def arch_overrides(config_class: type[ClipConfig], options: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE items (TrainConfig.arch_options, comma-split by the command line: an item without '=' continues the
+    previous key's list) -> field values of `config_class`, each converted to its default's type."""
+    items: dict[str, list[str]] = {}
+    key = None
+    for item in options:
+        if "=" in item:
+            key, value = item.split("=", 1)
+            items[key.strip()] = [value.strip()]
+        elif key is not None and item.strip():
+            items[key].append(item.strip())
+        elif item.strip():
+            raise _option_error(config_class, f"{item!r} is not KEY=VALUE")
+    own = {f.name: f for f in fields(config_class) if f.name not in _SHARED_FIELDS}
+    values = {}
+    for key, parts in items.items():
+        if key not in own:
+            raise _option_error(config_class, f"no field {key!r}")
+        default = own[key].default
+        try:
+            if isinstance(default, tuple):
+                kind = type(default[0]) if default else int
+                values[key] = tuple(kind(p) for p in parts if p)
+            elif len(parts) > 1:
+                raise ValueError("one value expected")
+            elif isinstance(default, bool):
+                values[key] = {"true": True, "1": True, "false": False, "0": False}[parts[0].lower()]
+            else:
+                values[key] = type(default)(parts[0])
+        except (KeyError, ValueError):
+            raise _option_error(config_class, f"{key}={','.join(parts)}: expected {type(default).__name__}") from None
+    return values
+
+
+def _option_error(config_class: type[ClipConfig], problem: str) -> EmotionError:
+    own = [f.name for f in fields(config_class) if f.name not in _SHARED_FIELDS]
+    return EmotionError(
+        f"arch option for {config_class.arch}: {problem}; its fields: {', '.join(own)}",
+        fix="use KEY=VALUE with one of those fields",
+        cli_fix="pass --arch-option KEY=VALUE with one of those fields",
+    )
 
 
 def _check_freezable(config: TrainConfig, model: ClipModel) -> None:
@@ -217,7 +269,13 @@ def _check_freezable(config: TrainConfig, model: ClipModel) -> None:
 
 
 def _check_arch(config: TrainConfig, model_config: ClipConfig, path: str | Path) -> None:
-    """A checkpoint's architecture is the run's: --arch, if given, must name it."""
+    """A checkpoint's architecture is the run's: --arch, if given, must name it, and its config is fixed."""
+    if config.arch_options:
+        raise EmotionError(
+            f"{path} fixes its architecture's config, so arch options cannot change it",
+            fix="leave out arch_options",
+            cli_fix="leave out --arch-option",
+        )
     if config.arch and config.arch != model_config.arch:
         raise EmotionError(
             f"{path} holds a {model_config.arch} model, not {config.arch}",
@@ -338,7 +396,7 @@ def _set_phase(
     model.set_backbone_frozen(want_frozen)
     if env.world > 1:
         ids = [env.device.index] if env.device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
+        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=not model.every_parameter_trains)
     return net, want_frozen
 
 
