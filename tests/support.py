@@ -39,6 +39,24 @@ def torchrun(*args, cwd: Path, processes: int = 2, timeout: float = 300) -> subp
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
+def synthetic_training(folder: Path, synthetic: tuple[Path, Path], **settings):
+    """A quiet one-thread TrainConfig on a synthetic (manifest, cache dir) pair, its checkpoints and runs in `folder`;
+    `settings` add to or replace the defaults."""
+    from emotion.training.train import TrainConfig
+
+    manifest, cache = synthetic
+    values = dict(
+        data=str(manifest),
+        cache_dir=str(cache),
+        models_dir=str(folder / "models"),
+        runs_dir=str(folder / "runs"),
+        warmup_epochs=0.5,
+        threads=1,
+        progress=False,
+    )
+    return TrainConfig(**{**values, **settings})
+
+
 def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
     """Exit code 2, exactly one line on stderr starting with 'error:' and containing `words`, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from modeltools import needs_weights
-from support import ROOT, assert_clean_error, cli, torchrun
+from support import ROOT, assert_clean_error, cli, synthetic_training, torchrun
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -50,23 +50,9 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def small_config(tmp_path: Path, synthetic: tuple[Path, Path], **overrides) -> TrainConfig:
-    manifest, cache = synthetic
-    values = dict(
-        data=str(manifest),
-        cache_dir=str(cache),
-        models_dir=str(tmp_path / "models"),
-        runs_dir=str(tmp_path / "runs"),
-        epochs=5,
-        batch_size=8,
-        lr=3e-3,
-        warmup_epochs=0.5,
-        threads=1,
-        progress=False,
-        name="syn",
-        **SMALL,
+    return synthetic_training(
+        tmp_path, synthetic, **{"epochs": 5, "batch_size": 8, "lr": 3e-3, "name": "syn", **SMALL, **overrides}
     )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def test_losses_and_schedule():

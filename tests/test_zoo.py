@@ -4,13 +4,14 @@ equals the eager one over a stream (ring buffer filling and full), `--evaluate` 
 runs it on a real video. Each architecture's own layers are tested in tests/test_zoo_*.py."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from support import assert_clean_error, cli, torchrun, zidane_frames
+from support import assert_clean_error, cli, synthetic_training, torchrun, zidane_frames
 
 from emotion.errors import EmotionError
 from emotion.model import ClipModel, arch_config, create_model, list_archs, load_checkpoint, save_checkpoint
@@ -39,29 +40,15 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic, tmp_path_factory) -> dict[str, dict]:
+def trained(synthetic, tmp_path_factory) -> Callable[[str], dict]:
     """Each architecture's training summary, trained once on first use (5 epochs of 5 steps)."""
     runs: dict[str, dict] = {}
     tmp = tmp_path_factory.mktemp("zoo-runs")
 
     def train(arch: str) -> dict:
         if arch not in runs:
-            manifest, cache = synthetic
-            config = TrainConfig(
-                data=str(manifest),
-                cache_dir=str(cache),
-                models_dir=str(tmp / "models"),
-                runs_dir=str(tmp / "runs"),
-                name=arch,
-                arch=arch,
-                epochs=5,
-                batch_size=4,
-                lr=2e-3,
-                warmup_epochs=0.5,
-                threads=1,
-                progress=False,
-            )
-            runs[arch] = run(config)
+            settings = {"epochs": 5, "batch_size": 4, "lr": 2e-3}
+            runs[arch] = run(synthetic_training(tmp, synthetic, name=arch, arch=arch, **settings))
         return runs[arch]
 
     return train

@@ -176,7 +176,7 @@ class WideCNN(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        self.stages = nn.Sequential(*(_ResidualStage(c_in, c_out) for c_in, c_out in pairwise(widths)))
+        self.stages = nn.Sequential(*(ResidualStage(c_in, c_out) for c_in, c_out in pairwise(widths)))
         self.head = nn.Linear(widths[-1], num_classes)
         self.num_features: int = widths[-1]
 
@@ -192,7 +192,7 @@ class WideCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class _ResidualStage(nn.Module):
+class ResidualStage(nn.Module):
     """Basic residual block with stride 2 (two 3x3 convs + BN) and a strided 1x1 shortcut."""
 
     def __init__(self, c_in: int, c_out: int) -> None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from emotion.model.backbones import ResidualModule, _ResidualStage, frame_backbone
+from emotion.model.backbones import ResidualModule, ResidualStage, frame_backbone
 from emotion.model.clip import ClipConfig, ClipHead, ClipModel, register_arch
 from emotion.model.zoo.frames import frame_features
 
@@ -72,7 +72,7 @@ class TemporalShift(nn.Module):
 
 def residual_branch_starts(backbone: nn.Module) -> list[nn.Module]:
     """The first layer of each residual branch of a registered backbone (MiniXception's sep1, WideCNN's body[0])."""
-    blocks = [m for m in backbone.modules() if isinstance(m, ResidualModule | _ResidualStage)]
+    blocks = [m for m in backbone.modules() if isinstance(m, ResidualModule | ResidualStage)]
     starts = [m.sep1 if isinstance(m, ResidualModule) else m.body[0] for m in blocks]
     if not starts:
         raise ValueError(f"tsm needs a backbone with residual blocks, {type(backbone).__name__} has none")
