@@ -113,6 +113,7 @@ def test_default_layouts_take_every_promised_crop_size_channel_count_and_clip_le
     "config,message",
     [
         (lambda: C3d2Config(widths=(8, 16, 32)), "exactly 2"),
+        (lambda: C3d2Config(crop_size=40), "10-px maps to a 4 x 4 grid: crop_size must be a multiple of 16"),
         (lambda: C3dConvLstmSppConfig(crop_size=40), "lcm\\(levels\\) = 16"),
         (lambda: C3dConvLstmSppConfig(crop_size=64, levels=(1, 3)), "lcm\\(levels\\) = 12"),
         (lambda: C3dConvLstmSppConfig(kernel=2), "kernel odd"),

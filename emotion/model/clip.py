@@ -64,7 +64,9 @@ class ClipConfig:
         if self.num_classes != len(LABELS):
             raise ValueError(f"num_classes must be {len(LABELS)} (one per label in {LABELS}), got {self.num_classes}")
         if self.blendshape_prior and len(self.blendshape_prior) != len(LABELS):
-            raise ValueError(f"blendshape_prior needs one weight per label ({len(LABELS)}), got {self.blendshape_prior}")
+            raise ValueError(
+                f"blendshape_prior needs one weight per label ({len(LABELS)}), got {self.blendshape_prior}"
+            )
         if self.signals < 0 or (self.signals and not self.reads_signals):
             raise ValueError(f"signals must be 0 for {self.arch or 'this architecture'} (it reads crops only)")
         if self.window < 1:
@@ -72,7 +74,9 @@ class ClipConfig:
         if self.crop_framing not in CROP_FRAMINGS:
             raise ValueError(f"crop_framing must be one of {CROP_FRAMINGS}, got {self.crop_framing!r}")
         if self.in_chans not in (1, 3) or self.crop_size < 8:
-            raise ValueError(f"crops must be gray or BGR (in_chans 1 or 3) of at least 8 px, got {self.in_chans}, {self.crop_size}")
+            raise ValueError(
+                f"crops must be gray or BGR (in_chans 1 or 3) of at least 8 px, got {self.in_chans}, {self.crop_size}"
+            )
 
 
 class ClipModel(nn.Module):

@@ -9,7 +9,15 @@ from emotion.model.backbones import frame_backbone, list_models, register_model
 from emotion.model.clip import ARCHS, ClipConfig, ClipModel, register_arch
 from emotion.model.stnet import ModelConfig, STNet
 
-__all__ = ["arch_config", "create_model", "frame_backbone", "list_archs", "list_models", "register_arch", "register_model"]
+__all__ = [
+    "arch_config",
+    "create_model",
+    "frame_backbone",
+    "list_archs",
+    "list_models",
+    "register_arch",
+    "register_model",
+]
 
 
 def list_archs() -> list[str]:

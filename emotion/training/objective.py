@@ -39,7 +39,9 @@ def compute_loss(
         loss = loss + config.class_weight * ce
         parts["ce"] = float(ce.detach())
         aux = [
-            F.cross_entropy(a[has_label].float().flatten(0, 1), label[has_label, None].expand(-1, a.shape[1]).reshape(-1))
+            F.cross_entropy(
+                a[has_label].float().flatten(0, 1), label[has_label, None].expand(-1, a.shape[1]).reshape(-1)
+            )
             for a in out.get("aux_logits", ())
         ]
         if aux:

@@ -207,7 +207,9 @@ def new_model_config(config: TrainConfig) -> ClipConfig:
     try:
         return config_class(**values)
     except ValueError as exc:
-        raise EmotionError(f"{config_class.arch}: {exc}", fix="change arch_options", cli_fix="change --arch-option") from None
+        raise EmotionError(
+            f"{config_class.arch}: {exc}", fix="change arch_options", cli_fix="change --arch-option"
+        ) from None
 
 
 _SHARED_FIELDS = frozenset(f.name for f in fields(ClipConfig))
@@ -396,7 +398,9 @@ def _set_phase(
     model.set_backbone_frozen(want_frozen)
     if env.world > 1:
         ids = [env.device.index] if env.device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=not model.every_parameter_trains)
+        net = DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=not model.every_parameter_trains
+        )
     return net, want_frozen
 
 

@@ -89,38 +89,52 @@ class ConvBnRelu3d(nn.Module):
 
 @dataclass(frozen=True)
 class C3d2Config(ClipConfig):
-    """`--arch c3d2`: two 3x3x3 Conv3d blocks, global average pooling, one fully connected layer, one clip vector."""
+    """`--arch c3d2`: two 3x3x3 Conv3d blocks, pooling to a coarse grid, one fully connected layer, one clip vector."""
 
     arch: ClassVar[str] = "c3d2"
 
     widths: tuple[int, ...] = (32, 64)  # output channels of the two Conv3d blocks
+    grid: int = 4  # cells per side of the spatial grid the last maps are averaged to before the fc layer
     fc: int = 256  # D, width of the fully connected layer on the pooled features (C3D's fc6)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_widths("widths", self.widths)
-        if len(self.widths) != 2 or self.fc < 1:
-            raise ValueError(f"c3d2 has exactly 2 Conv3d blocks and fc >= 1, got widths {self.widths}, fc {self.fc}")
+        if len(self.widths) != 2 or self.fc < 1 or self.grid < 1:
+            raise ValueError(
+                f"c3d2 has exactly 2 Conv3d blocks, fc >= 1 and grid >= 1, got widths {self.widths}, fc {self.fc}, "
+                f"grid {self.grid}"
+            )
+        if math.ceil(math.ceil(self.crop_size / 2) / 2) % self.grid:
+            raise ValueError(
+                f"c3d2 averages its {math.ceil(math.ceil(self.crop_size / 2) / 2)}-px maps to a {self.grid} x "
+                f"{self.grid} grid: crop_size must be a multiple of {4 * self.grid}, got {self.crop_size}"
+            )
 
 
 class C3d2(ClipModel):
     """The 2-layer C3D (Oulu-CASIA comparison): Conv3d block, 1x2x2 max-pool (space only, as C3D's first pool),
-    Conv3d block, 2x2x2 max-pool, average over the volume -> fc -> one clip vector whose outputs are reported for
-    every step. Not causal: the pooled vector sees the whole window."""
+    Conv3d block, 2x2x2 max-pool, average over time and to a grid x grid map, flattened -> fc -> one clip vector
+    whose outputs are reported for every step. The grid keeps coarse position, as C3D's flattened pool5 does: after
+    only two 3x3 layers, global pooling would keep which patterns occur but not where, and in an aligned face where
+    a pattern sits tells much of the expression; 4 x 4 cells keep the fc layer small. Not causal: the pooled vector
+    sees the whole window."""
 
     def __init__(self, config: C3d2Config) -> None:
         super().__init__(config)
         w1, w2 = config.widths
         self.conv1 = ConvBnRelu3d(config.in_chans, w1, (3, 3, 3))
         self.conv2 = ConvBnRelu3d(w1, w2, (3, 3, 3))
-        self.fc = nn.Linear(w2, config.fc)
+        self.fc = nn.Linear(w2 * config.grid**2, config.fc)
         self.head = ClipHead(config.fc, config.num_classes, config.dropout)
 
     def forward(
         self, x: torch.Tensor, landmarks: torch.Tensor | None = None, signals: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        f = max_pool(self.conv2(max_pool(self.conv1(x), 1, 2)), 2, 2)
-        return self.head(F.relu(self.fc(clip_features(f))), self.circumplex, x.shape[1])
+        f = reduce(max_pool(self.conv2(max_pool(self.conv1(x), 1, 2)), 2, 2), "b t d h w -> b d h w", "mean")
+        g = self.config.grid
+        cells = reduce(f, "b d (h p) (w q) -> b 1 (d h w)", "mean", h=g, w=g)
+        return self.head(F.relu(self.fc(cells)), self.circumplex, x.shape[1])
 
 
 @register_arch(C3d2Config)
