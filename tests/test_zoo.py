@@ -62,7 +62,7 @@ def test_trains_learns_and_its_checkpoint_names_it(arch, trained):
     model, config, extra = load_checkpoint(result["best"])
     assert type(config) is arch_config(arch) and config.arch == arch and extra["train_config"]["arch"] == arch
     assert torch.load(result["best"], weights_only=True)["arch"] == arch
-    again, _, _ = load_checkpoint(result["last"])
+    assert load_checkpoint(result["last"])[2]["train_state"]["epoch"] == 4
     x = torch.rand(2, config.window, config.in_chans, config.crop_size, config.crop_size) * 2 - 1
     with torch.no_grad():
         out = model(x)
@@ -192,3 +192,14 @@ def test_every_zoo_model_is_a_clip_model_with_a_config_of_its_own():
     for name in ZOO:
         model = create_model(arch_config(name)())
         assert isinstance(model, ClipModel) and model.config.arch == name and not model.config.signals
+
+
+def test_a_checkpoint_from_before_the_zoo_loads_as_stnet(tmp_path):
+    """Checkpoints written before architectures were named have no 'arch': they are STNet's."""
+    model = create_model().eval()
+    path = save_checkpoint(tmp_path / "new.pt", model, model.config)
+    payload = torch.load(path, weights_only=True)
+    assert payload.pop("arch") == "stnet"
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, config, _ = load_checkpoint(tmp_path / "old.pt")
+    assert config == model.config and type(loaded) is type(model)
