@@ -9,7 +9,6 @@ pooling uses ceil mode, so any T >= 1 keeps at least one step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,17 +18,13 @@ from einops import rearrange, reduce
 from torch import nn
 
 from emotion.model.clip import ClipConfig, ClipHead, ClipModel, register_arch
+from emotion.model.zoo.frames import per_frame
 
 
 def _check_widths(name: str, values: tuple[int, ...]) -> None:
     """ValueError unless `values` (widths or block counts) is a non-empty tuple of positive ints."""
     if not values or any(v < 1 for v in values):
         raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {values}")
-
-
-def per_frame(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Apply a 2D op on maps (N, C, H, W) to every step of clips (B, T, C, H, W) at once -> (B, T, C', H', W')."""
-    return rearrange(op(rearrange(x, "b t c h w -> (b t) c h w")), "(b t) c h w -> b t c h w", b=x.shape[0])
 
 
 def clip_features(x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from einops import rearrange, reduce, repeat
 from torch import nn
 
 from emotion.model.clip import ClipConfig, ClipHead, ClipModel, register_arch
+from emotion.model.zoo.frames import per_frame
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,7 @@ class FrameTokens(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
-        patches = self.embed(rearrange(x, "b t c h w -> (b t) c h w"))
-        patches = rearrange(patches, "(b t) d h w -> b t (h w) d", b=b)
+        patches = rearrange(per_frame(self.embed, x), "b t d h w -> b t (h w) d")
         cls = repeat(self.cls, "d -> b t 1 d", b=b, t=t)
         return torch.cat([cls, patches], dim=2) + self.position
 
