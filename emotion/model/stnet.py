@@ -132,8 +132,7 @@ class STNet(ClipModel):
         prior = torch.tensor(FER2013_TRAIN_COUNTS, dtype=torch.float32)
         self.register_buffer("logit_adjustment", -config.prior_strength * torch.log(prior / prior.sum()), persistent=False)
         if config.freeze_backbone:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+            self.set_backbone_frozen(True)
 
     def encode_frames(
         self, x: torch.Tensor, landmarks: torch.Tensor, signals: torch.Tensor | None = None

@@ -159,6 +159,7 @@ class OnnxStreamer(_RingStreamer):
                 ) from exc
         self.session = session
         self._outputs = [o.name for o in self.session.get_outputs()]
+        self._inputs = _input_names(session)
 
     def _session(self, data: bytes):
         import onnxruntime as ort
@@ -174,7 +175,7 @@ class OnnxStreamer(_RingStreamer):
         inputs = example_inputs(self.model, n=2, seed=1)
         feed = dict(zip(input_names(self.model), (x.numpy() for x in inputs), strict=True))
         try:
-            got = session.run(None, _graph_inputs(session, feed))
+            got = session.run(None, _only(_input_names(session), feed))
         except Exception:  # a file for another model (other shapes) fails here
             return float("inf")
         with torch.inference_mode():
@@ -204,7 +205,7 @@ class OnnxStreamer(_RingStreamer):
         feed = {"crops": crops, "landmarks": landmarks, "history": history}
         if self.config.signals:
             feed["signals"] = signals
-        rows, logits, valence, arousal = self.session.run(self._outputs, _graph_inputs(self.session, feed))
+        rows, logits, valence, arousal = self.session.run(self._outputs, _only(self._inputs, feed))
         for row, track in zip(rows, ids):
             state.push(track, row)
         out = {"logits": logits, "valence": valence, "arousal": arousal}
@@ -213,9 +214,13 @@ class OnnxStreamer(_RingStreamer):
         return out
 
 
-def _graph_inputs(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The part of `feed` the graph takes: the exporter drops inputs a model never reads (the zoo's landmarks)."""
-    names = {i.name for i in session.get_inputs()}
+def _input_names(session) -> frozenset[str]:
+    """The inputs a session's graph takes: the exporter drops those a model never reads (the zoo's landmarks)."""
+    return frozenset(i.name for i in session.get_inputs())
+
+
+def _only(names: frozenset[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The part of `feed` a graph with inputs `names` takes."""
     return {k: v for k, v in feed.items() if k in names}
 
 
