@@ -195,9 +195,9 @@ def _add_model_options(model: argparse._ArgumentGroup) -> None:
     model.add_argument(
         "--weights",
         metavar="PATH",
-        help="a checkpoint written by training, of any --arch (default: the pretrained model); a non-causal "
-        "architecture runs over each face's last 16 frames (the first repeated while fewer are seen) and reports the "
-        "newest",
+        help="a checkpoint written by training, of any --arch (default: the pretrained model); a model of the zoo "
+        "(any but stnet) runs over each face's last 16 frames (the first repeated while fewer are seen) and reports "
+        "the newest",
     )
     model.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     add_options(model, SmoothingConfig)

@@ -100,7 +100,7 @@ class TrainConfig(DataConfig):
         "landmarks and face signals; or one of the zoo's, over crops only, trained with the same data, loop and "
         "checkpoints: thcnn, cnn_ae_lstm, cnn_lstm_attn and tsm start from the pretrained FER2013 CNN, the others "
         "from scratch. Every checkpoint names its architecture, so --video, --realtime, --evaluate and --export take "
-        "any with --weights; a non-causal one runs over each face's last 16 frames and reports the newest",
+        "any with --weights; a zoo model runs over each face's last 16 frames and reports the newest",
         None,
         choices=ARCHS,
         default_text="stnet; with --weights or --resume: the checkpoint's",

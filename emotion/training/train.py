@@ -208,7 +208,9 @@ def new_model_config(config: TrainConfig) -> ClipConfig:
         return config_class(**values)
     except ValueError as exc:
         raise EmotionError(
-            f"{config_class.arch}: {exc}", fix="change arch_options", cli_fix="change --arch-option"
+            f"{config_class.arch}: {exc}",
+            fix="change arch_options, crop_size or in_chans",
+            cli_fix="change --arch-option, --crop-size or --in-chans",
         ) from None
 
 
@@ -230,7 +232,7 @@ def arch_overrides(config_class: type[ClipConfig], options: tuple[str, ...]) -> 
             items[key].append(item.strip())
         elif item.strip():
             raise _option_error(config_class, f"{item!r} is not KEY=VALUE")
-    own = {f.name: f for f in fields(config_class) if f.name not in _SHARED_FIELDS}
+    own = _own_fields(config_class)
     values = {}
     for key, parts in items.items():
         if key not in own:
@@ -251,10 +253,14 @@ def arch_overrides(config_class: type[ClipConfig], options: tuple[str, ...]) -> 
     return values
 
 
+def _own_fields(config_class: type[ClipConfig]) -> dict[str, Any]:
+    """The fields an architecture's config adds to ClipConfig's, by name, in declaration order."""
+    return {f.name: f for f in fields(config_class) if f.name not in _SHARED_FIELDS}
+
+
 def _option_error(config_class: type[ClipConfig], problem: str) -> EmotionError:
-    own = [f.name for f in fields(config_class) if f.name not in _SHARED_FIELDS]
     return EmotionError(
-        f"arch option for {config_class.arch}: {problem}; its fields: {', '.join(own)}",
+        f"arch option for {config_class.arch}: {problem}; its fields: {', '.join(_own_fields(config_class))}",
         fix="use KEY=VALUE with one of those fields",
         cli_fix="pass --arch-option KEY=VALUE with one of those fields",
     )
