@@ -70,10 +70,9 @@ def cut_clips(folder: Path) -> Path | None:
     return manifest
 
 
-def forward_ms(arch: str, batch: int, repeats: int) -> float:
-    """Median milliseconds of one eval-mode forward over `batch` 16-frame 64x64 gray clips."""
-    torch.manual_seed(0)
-    model = create_model(new_model_config(TrainConfig(data="-", arch=arch, signal_stream=False))).eval()
+def forward_ms(model: torch.nn.Module, batch: int, repeats: int) -> float:
+    """Median milliseconds of one eval-mode forward of `model` over `batch` clips of its window and crops."""
+    model.eval()
     c = model.config
     x = torch.rand(batch, c.window, c.in_chans, c.crop_size, c.crop_size) * 2 - 1
     lm = torch.rand(batch, c.window, c.landmarks, c.landmark_dims)
@@ -123,8 +122,8 @@ def measure(arch: str, workdir: Path, epochs: int, repeats: int) -> dict[str, An
         "arch": arch,
         "parameters": sum(p.numel() for p in model.parameters()),
         "causal": model.causal,
-        "ms_batch1": forward_ms(arch, 1, repeats),
-        "ms_batch16": forward_ms(arch, 16, max(3, repeats // 4)),
+        "ms_batch1": forward_ms(model, 1, repeats),
+        "ms_batch16": forward_ms(model, 16, max(3, repeats // 4)),
     }
     result["synthetic"] = train_on(arch, workdir / "syn" / "manifest.csv", workdir / "cache", workdir, "syn", epochs)
     clips = workdir / "clips" / "manifest.csv"
