@@ -1,4 +1,4 @@
-"""Small untrained STNets and random clips for the model, runtime and export tests."""
+"""Small untrained models and random clips for the model, runtime, export and model-zoo tests."""
 
 from dataclasses import replace
 
@@ -77,3 +77,30 @@ def model_for(name: str, seed: int = 0, signals: bool = False) -> nn.Module:
 def max_diff(a: dict, b: dict) -> float:
     """Largest difference of logits, valence and arousal between two outputs (tensors or arrays)."""
     return max(float(np.abs(np.asarray(a[k]) - np.asarray(b[k])).max()) for k in ("logits", "valence", "arousal"))
+
+
+FRAME_CLASSIFIERS = ("backbone.classifier.", "backbone.head.")
+"""The per-frame backbones' own classifiers, which the zoo's models do not use (they read the pooled features)."""
+
+
+def with_active_affect(model: nn.Module, seed: int = 1) -> nn.Module:
+    """A zoo model with random weights in its ClipHead's zero-initialised valence/arousal residual, so every layer
+    reaches every output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.head.affect_residual.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def adam_steps(loss_of, parameters, steps: int, lr: float) -> list[float]:
+    """`steps` Adam steps on the parameters, each minimising the 0-d tensor `loss_of()` -> each step's loss value."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_of()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses

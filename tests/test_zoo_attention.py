@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from modeltools import clip, needs_weights
+from modeltools import FRAME_CLASSIFIERS, adam_steps, clip, needs_weights, with_active_affect
 from torch import nn
 
 from emotion.labels import LABELS
@@ -29,18 +29,10 @@ CONFIGS = {
 }
 """Small configs of each architecture, gray and BGR; TSM on both registered backbones."""
 
-FRAME_HEADS = ("backbone.classifier.", "backbone.head.")
-"""The backbones' own per-frame classifiers, which the zoo's models do not use (they read forward_features)."""
-
-
 def model_for(name: str, seed: int = 0) -> nn.Module:
     """The small model `name` in eval mode, its zero-initialised affect residual randomised so it reaches the outputs."""
     torch.manual_seed(seed)
-    model = create_model(CONFIGS[name])
-    with torch.no_grad():
-        model.head.affect_residual.weight.normal_(0, 0.3)
-        model.head.affect_residual.bias.normal_(0, 0.1)
-    return model.eval()
+    return with_active_affect(create_model(CONFIGS[name])).eval()
 
 
 def squares(config, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +59,7 @@ def test_forward_and_backward_reach_every_parameter(name):
     target = torch.linspace(-0.8, 0.8, 6).view(2, 3)
     loss = nn.functional.cross_entropy(out["logits"].flatten(0, 1), labels.flatten())
     (loss + nn.functional.mse_loss(out["valence"], target) + nn.functional.mse_loss(out["arousal"], -target)).backward()
-    trained = [(n, p) for n, p in model.named_parameters() if not n.startswith(FRAME_HEADS)]
+    trained = [(n, p) for n, p in model.named_parameters() if not n.startswith(FRAME_CLASSIFIERS)]
     assert len(trained) > 10
     for n, p in trained:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
@@ -82,15 +74,11 @@ def test_loss_decreases_on_a_tiny_synthetic_task(name):
     torch.manual_seed(0)
     model = create_model(replace(CONFIGS[name], dropout=0.0)).train()
     x, labels = squares(model.config, 4, 3)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        logits = model(x)["logits"]
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(3))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+
+    def loss_of() -> torch.Tensor:
+        return nn.functional.cross_entropy(model(x)["logits"].flatten(0, 1), labels.repeat_interleave(3))
+
+    losses = adam_steps(loss_of, model.parameters(), 30, 3e-3)
     assert losses[0] > 1.2 and losses[-1] < 0.3, losses
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from modeltools import clip
+from modeltools import adam_steps, clip, with_active_affect
 
 from emotion.labels import LABELS
 from emotion.model import create_model, load_checkpoint, save_checkpoint
@@ -53,9 +53,7 @@ def with_random_statistics(model: torch.nn.Module, seed: int = 1) -> torch.nn.Mo
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-        for p in model.head.affect_residual.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return model
+    return with_active_affect(model, seed)
 
 
 def moving_squares(config, n: int, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,15 +129,12 @@ def test_configs_refuse_layouts_they_cannot_run(config, message):
 def test_loss_decreases_on_a_tiny_batch(arch):
     model = small_model(arch).train()
     x, labels = moving_squares(model.config, 8, 4)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
+
+    def loss_of() -> torch.Tensor:
         logits = model(x)["logits"]
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        return F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
+
+    losses = adam_steps(loss_of, model.parameters(), 15, 1e-2)
     assert min(losses[-3:]) < 0.5 * losses[0], losses
 
 

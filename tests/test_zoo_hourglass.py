@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from modeltools import max_diff, needs_weights
+from modeltools import FRAME_CLASSIFIERS, adam_steps, max_diff, needs_weights, with_active_affect
 
 from emotion.labels import LABELS
 from emotion.model import ClipConfig, create_model, list_archs, load_checkpoint, save_checkpoint
@@ -28,9 +28,6 @@ SMALL = {
 INPUTS = {"gray": {}, "bgr": {"backbone": "wide_cnn", "crop_size": 32, "in_chans": 3}}
 """Crop settings: the FER2013 network's 64 px gray crops, and 32 px BGR crops through the wide CNN."""
 
-FRAME_CLASSIFIERS = ("backbone.classifier.", "backbone.head.")
-"""The backbones' own per-frame classifiers, which the zoo does not use (it reads their pooled features)."""
-
 ARCHS = sorted(SMALL)
 
 
@@ -49,15 +46,6 @@ def targets(b: int, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random categories (B,) and valence/arousal (B, T, 2) in [-1, 1]."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(len(LABELS), (b,), generator=g), torch.rand(b, t, 2, generator=g) * 2 - 1
-
-
-def with_active_affect(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Random weights in the zero-initialised valence/arousal residual, so every layer reaches every output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.head.affect_residual.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return model
 
 
 def squares(config: ClipConfig, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,14 +117,14 @@ def test_loss_decreases_on_a_tiny_batch(arch):
     model = create_model(small(arch, dropout=0.0)).train()
     x, label = squares(model.config, 4, 4)
     va = torch.full((4, 4, 2), float("nan"))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     ce = []
-    for _ in range(8):
+
+    def loss_of() -> torch.Tensor:
         loss, parts = compute_loss(model(x), label, va, TrainConfig(data="unused"))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
         ce.append(parts["ce"])
+        return loss
+
+    adam_steps(loss_of, model.parameters(), 8, 1e-2)
     assert ce[-1] < 0.6 * ce[0], ce
 
 
@@ -206,15 +194,13 @@ def test_cnn_ae_lstm_reconstruction_loss_decreases_when_trained_alone():
     model = create_model(config, pretrained=True).train()
     x, _ = squares(config, 2, 4)
     x = x * torch.linspace(0.2, 1, 8).reshape(2, 4, 1, 1, 1)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(30):
+
+    def loss_of() -> torch.Tensor:
         loss = model(x)["aux_loss"]
         assert loss.dim() == 0
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        return loss
+
+    losses = adam_steps(loss_of, [p for p in model.parameters() if p.requires_grad], 30, 1e-2)
     spread = frame_features(model.backbone, x).var(dim=(0, 1), unbiased=False).mean()
     assert losses[-1] < 0.5 * losses[0] and losses[-1] < 0.5 * float(spread), (losses, float(spread))
     with torch.inference_mode():
