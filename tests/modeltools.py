@@ -9,6 +9,7 @@ from torch import nn
 
 from emotion.model import ModelConfig, create_model
 from emotion.model.backbones import DEFAULT_WEIGHTS
+from emotion.model.clip import OUTPUT_KEYS
 from emotion.signals import BLENDSHAPE_NAMES, SIGNAL_DIM
 
 CONFIGS = {
@@ -104,3 +105,36 @@ def adam_steps(loss_of, parameters, steps: int, lr: float) -> list[float]:
         optimizer.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def assert_checkpoint_round_trip(model: nn.Module, folder, x: torch.Tensor, landmarks: torch.Tensor | None = None):
+    """save_checkpoint then load_checkpoint give the same config and class, in eval mode, with identical outputs."""
+    from emotion.model import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(folder / "model.pt", model, model.config)
+    loaded, config, _ = load_checkpoint(path)
+    assert config == model.config and type(config) is type(model.config)
+    assert type(loaded) is type(model) and not loaded.training
+    with torch.inference_mode():
+        want, got = model(x, landmarks), loaded(x, landmarks)
+    for key in OUTPUT_KEYS:
+        torch.testing.assert_close(got[key], want[key], atol=0, rtol=0)
+
+
+def assert_onnx_step_matches(model: nn.Module, faces: tuple[int, ...] = (1, 3)) -> None:
+    """A zoo model's exported streaming step takes crops and history only (it reads no landmarks) and gives, for each
+    number of faces, encode_rows' frame rows exactly and forward_last's newest outputs to 1e-4."""
+    ort = pytest.importorskip("onnxruntime")
+    from emotion.model.export import example_inputs, export_onnx
+
+    session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["crops", "history"]
+    for n in faces:
+        crops, landmarks, history = example_inputs(model, n, seed=n)
+        got = session.run(None, {"crops": crops.numpy(), "history": history.numpy()})
+        with torch.inference_mode():
+            rows = model.encode_rows(crops, landmarks)
+            want = model.forward_last(torch.cat([history, rows[:, None]], dim=1))
+        np.testing.assert_array_equal(got[0], rows.numpy())
+        for value, key in zip(got[1:], OUTPUT_KEYS, strict=True):
+            np.testing.assert_allclose(value, want[key][:, -1].numpy(), atol=1e-4, rtol=0)

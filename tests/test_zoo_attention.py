@@ -3,21 +3,27 @@ export, causality, and TSM's shift and pretrained weights."""
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
-from modeltools import FRAME_CLASSIFIERS, adam_steps, clip, needs_weights, with_active_affect
+from modeltools import (
+    FRAME_CLASSIFIERS,
+    adam_steps,
+    assert_checkpoint_round_trip,
+    assert_onnx_step_matches,
+    clip,
+    needs_weights,
+    with_active_affect,
+)
 from torch import nn
 
 from emotion.labels import LABELS
-from emotion.model import create_model, load_checkpoint, save_checkpoint
+from emotion.model import create_model
 from emotion.model.backbones import load_pretrained_backbone
 from emotion.model.clip import OUTPUT_KEYS
 from emotion.model.zoo.frames import frame_features
 from emotion.model.zoo.transformers import TimesformerConfig, VivitConfig
 from emotion.model.zoo.tsm import TemporalShift, TsmConfig
 
-TOLERANCE = 1e-4
 
 CONFIGS = {
     "tsm": TsmConfig(window=4),
@@ -85,34 +91,13 @@ def test_loss_decreases_on_a_tiny_synthetic_task(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_checkpoint_round_trip(name, tmp_path):
     model = model_for(name)
-    x, lm = clip(model.config, 2, 4)
-    path = save_checkpoint(tmp_path / f"{name}.pt", model, model.config)
-    loaded, config, _ = load_checkpoint(path, "cpu")
-    assert config == model.config and type(loaded) is type(model)
-    with torch.inference_mode():
-        want, got = model(x, lm), loaded(x, lm)
-    for key in OUTPUT_KEYS:
-        torch.testing.assert_close(got[key], want[key], atol=0, rtol=0)
+    assert_checkpoint_round_trip(model, tmp_path, *clip(model.config, 2, 4))
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_onnx_step_matches_eager_forward_last(name):
-    """The exported step against eager `forward_last` on a random full window, for 1 and 3 faces. The graph keeps
-    only the inputs the model reads (crops and history: the zoo ignores landmarks)."""
-    ort = pytest.importorskip("onnxruntime")
-    from emotion.model.export import example_inputs, export_onnx, input_names
-
-    model = model_for(name)
-    session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["crops", "history"]
-    for n in (1, 3):
-        inputs = dict(zip(input_names(model), example_inputs(model, n, seed=n)))
-        got = session.run(["logits", "valence", "arousal"], {k: inputs[k].numpy() for k in ("crops", "history")})
-        window = torch.cat([inputs["history"], model.encode_rows(inputs["crops"], inputs["landmarks"])[:, None]], 1)
-        with torch.inference_mode():
-            want = model.forward_last(window)
-        for key, value in zip(OUTPUT_KEYS, got):
-            np.testing.assert_allclose(value, want[key][:, -1].numpy(), atol=TOLERANCE, rtol=0)
+    """The exported step against eager `forward_last` on a random full window, for 1 and 3 faces."""
+    assert_onnx_step_matches(model_for(name))
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

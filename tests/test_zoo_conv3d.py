@@ -5,15 +5,14 @@ they claim."""
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from modeltools import adam_steps, clip, with_active_affect
+from modeltools import adam_steps, assert_checkpoint_round_trip, assert_onnx_step_matches, clip, with_active_affect
 
 from emotion.labels import LABELS
-from emotion.model import create_model, load_checkpoint, save_checkpoint
+from emotion.model import create_model
 from emotion.model.clip import OUTPUT_KEYS
 from emotion.model.zoo.conv3d import (
     C3d2Config,
@@ -141,36 +140,13 @@ def test_loss_decreases_on_a_tiny_batch(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_checkpoint_round_trip(arch, tmp_path):
     model = with_random_statistics(small_model(arch)).eval()
-    x, lm = clip(model.config, 2, 5)
-    path = save_checkpoint(tmp_path / f"{arch}.pt", model, model.config)
-    loaded, config, _ = load_checkpoint(path)
-    assert config == model.config and type(loaded) is type(model)
-    with torch.inference_mode():
-        want, got = model(x, lm), loaded(x, lm)
-    for key in OUTPUT_KEYS:
-        torch.testing.assert_close(got[key], want[key], atol=0, rtol=0)
+    assert_checkpoint_round_trip(model, tmp_path, *clip(model.config, 2, 5))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_onnx_step_matches_eager_forward_last(arch):
-    """The exported streaming step (crops and history in; the zoo ignores landmarks, so the graph has no such input)
-    gives forward_last's outputs over the window to 1e-4."""
-    ort = pytest.importorskip("onnxruntime")
-    from emotion.model.export import export_onnx
-
-    model = with_random_statistics(small_model(arch)).eval()
-    session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["crops", "history"]
-    c = model.config
-    g = torch.Generator().manual_seed(2)
-    window = torch.rand(3, c.window, c.in_chans, c.crop_size, c.crop_size, generator=g) * 2 - 1
-    rows = rearrange(window, "b t c h w -> b t (c h w)")
-    got = session.run(None, {"crops": window[:, -1].numpy(), "history": rows[:, :-1].numpy()})
-    with torch.inference_mode():
-        want = model.forward_last(rows)
-    np.testing.assert_array_equal(got[0], rows[:, -1].numpy())
-    for value, key in zip(got[1:], OUTPUT_KEYS, strict=True):
-        np.testing.assert_allclose(value, want[key][:, -1].numpy(), atol=1e-4, rtol=0)
+    """The exported streaming step gives forward_last's outputs over the window to 1e-4."""
+    assert_onnx_step_matches(with_random_statistics(small_model(arch)).eval())
 
 
 @pytest.mark.parametrize("arch", [a for a in ARCHS if CAUSAL[a]])

@@ -4,15 +4,21 @@ causality."""
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
-from modeltools import FRAME_CLASSIFIERS, adam_steps, max_diff, needs_weights, with_active_affect
+from modeltools import (
+    FRAME_CLASSIFIERS,
+    adam_steps,
+    assert_checkpoint_round_trip,
+    assert_onnx_step_matches,
+    max_diff,
+    needs_weights,
+    with_active_affect,
+)
 
 from emotion.labels import LABELS
-from emotion.model import ClipConfig, create_model, list_archs, load_checkpoint, save_checkpoint
+from emotion.model import ClipConfig, create_model, list_archs
 from emotion.model.backbones import load_pretrained_backbone
-from emotion.model.export import example_inputs, export_onnx, input_names
 from emotion.model.zoo.frames import frame_features
 from emotion.model.zoo.hourglass import ThcnnConfig
 from emotion.model.zoo.recurrent import CnnAeLstmConfig
@@ -132,31 +138,13 @@ def test_loss_decreases_on_a_tiny_batch(arch):
 def test_checkpoint_round_trip(arch, tmp_path):
     torch.manual_seed(0)
     model = with_active_affect(create_model(small(arch))).eval()
-    path = save_checkpoint(tmp_path / "best.pt", model, model.config)
-    loaded, config, _ = load_checkpoint(path)
-    assert config == model.config and type(config) is type(model.config) and not loaded.training
-    x = crops(config, 2, 6)
-    with torch.inference_mode():
-        assert max_diff(model(x), loaded(x)) == 0
+    assert_checkpoint_round_trip(model, tmp_path, crops(model.config, 2, 6))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_onnx_step_matches_eager_forward_last(arch):
-    ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = with_active_affect(create_model(small(arch))).eval()
-    session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
-    inputs = example_inputs(model, n=3, seed=2)
-    feed = dict(zip(input_names(model), (v.numpy() for v in inputs), strict=True))
-    declared = {i.name for i in session.get_inputs()}  # the exporter drops the landmarks the zoo does not read
-    got = session.run(None, {k: v for k, v in feed.items() if k in declared})
-    crops_now, _, history = inputs
-    with torch.inference_mode():
-        rows = model.encode_rows(crops_now, None)
-        want = model.forward_last(torch.cat([history, rows[:, None]], dim=1))
-    np.testing.assert_allclose(got[0], rows.numpy(), atol=1e-6, rtol=0)
-    for value, key in zip(got[1:], ("logits", "valence", "arousal"), strict=True):
-        np.testing.assert_allclose(value, want[key][:, -1].numpy(), atol=1e-4, rtol=0)
+    assert_onnx_step_matches(with_active_affect(create_model(small(arch))).eval())
 
 
 @pytest.mark.parametrize("levels,t,lengths", [(2, 16, (4, 8)), (2, 5, (2, 3)), (2, 1, (1, 1)), (3, 16, (2, 4, 8))])
