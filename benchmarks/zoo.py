@@ -29,8 +29,9 @@ from emotion.training.config import ARCHS
 from emotion.training.datasets import load_dataset
 from emotion.training.synthetic import make_synthetic_dataset
 from emotion.training.train import TrainConfig, new_model_config, run
+from tests.support import SHARED, synthetic_training
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+VIDEOS = SHARED / "videos"
 CLIP_FRAMES = 24
 CUTS = (
     ("WolfgangLanger_Pexels.mp4", "sad", 0, 190),
@@ -43,12 +44,12 @@ CUTS = (
 def cut_clips(folder: Path) -> Path | None:
     """The labelled parts of the shared videos as CLIP_FRAMES-frame MJPG clips with a manifest (every third clip of
     each part held out for validation); None without the shared data."""
-    if not SHARED.is_dir():
+    if not VIDEOS.is_dir():
         return None
     folder.mkdir(parents=True, exist_ok=True)
     rows = ["path,label,split"]
     for video, label, first, last in CUTS:
-        cap = cv2.VideoCapture(str(SHARED / video))
+        cap = cv2.VideoCapture(str(VIDEOS / video))
         frames = []
         for i in range(last + 1):
             ok, frame = cap.read()
@@ -89,21 +90,9 @@ def forward_ms(model: torch.nn.Module, batch: int, repeats: int) -> float:
 def train_on(arch: str, manifest: Path, cache: Path, workdir: Path, name: str, epochs: int) -> dict[str, Any]:
     """Train `epochs` epochs (no early stop) -> seconds per epoch, first and last training loss, validation accuracy
     of the last epoch's model."""
-    config = TrainConfig(
-        data=str(manifest),
-        cache_dir=str(cache),
-        models_dir=str(workdir / "models"),
-        runs_dir=str(workdir / "runs"),
-        name=f"{arch}-{name}",
-        arch=arch,
-        epochs=epochs,
-        batch_size=8,
-        lr=2e-3,
-        warmup_epochs=0.5,
-        patience=0,
-        threads=torch.get_num_threads(),
-        progress=False,
-        signal_stream=False,
+    settings = {"epochs": epochs, "batch_size": 8, "lr": 2e-3, "patience": 0, "signal_stream": False}
+    config = synthetic_training(
+        workdir, (manifest, cache), name=f"{arch}-{name}", arch=arch, threads=torch.get_num_threads(), **settings
     )
     history = run(config)["history"]
     return {
@@ -139,7 +128,7 @@ def prepare(workdir: Path, archs: list[str]) -> None:
     make_synthetic_dataset(workdir / "syn", workdir / "cache", 16, prep=PrepConfig(crop_size=64))
     manifest = cut_clips(workdir / "clips")
     if manifest is None:
-        print(f"shared videos not found at {SHARED}: the table has no clip columns")
+        print(f"shared videos not found at {VIDEOS}: the table has no clip columns")
         return
     records = load_dataset(manifest).records
     preps = {PrepConfig.of_model(new_model_config(TrainConfig(data="-", arch=a, signal_stream=False))) for a in archs}
